@@ -1,0 +1,75 @@
+"""Scaled dot-product attention: the reference implementation and the dispatcher the model calls.
+
+The reference is written with plain einsums and a softmax in float32 so that it is the oracle
+every faster implementation (cuDNN, Pallas kernels) is tested against. Masked scores are set to
+the most negative finite float32, as Hugging Face's GPT-2 does, so a fully masked row can never
+produce NaN and masked keys get exactly zero probability.
+
+Shapes: q[B, Tq, N, H], k and v[B, Tk, N, H], output[B, Tq, N, H]; masks broadcast to [B, N, Tq, Tk].
+
+References:
+  Vaswani et al. 2017, "Attention Is All You Need", eq. 1.
+  Hugging Face transformers, models/gpt2/modeling_gpt2.py (eager attention).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+IMPLS = ("auto", "xla")
+
+
+def causal_mask(q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
+    """[Tq, Tk] boolean mask: a query may attend to keys at its own position or earlier."""
+    return k_positions[None, :] <= q_positions[:, None]
+
+
+def reference_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array | None,
+    *,
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
+) -> jax.Array:
+    """softmax(q k^T / sqrt(H) + mask) v with float32 scores; dropout on the probabilities."""
+    head_dim = q.shape[-1]
+    scores = jnp.einsum("bqnh,bknh->bnqk", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (1.0 / jnp.sqrt(jnp.float32(head_dim)))
+    if mask is not None:
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    if dropout_rate > 0.0:
+        if dropout_rng is None:
+            raise ValueError("attention dropout_rate > 0 needs a dropout_rng; pass one or set dropout_rate=0")
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+        probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+    return jnp.einsum("bnqk,bknh->bqnh", probs.astype(v.dtype), v)
+
+
+def dot_product_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    causal: bool = True,
+    segment_ids: jax.Array | None = None,
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
+    impl: str = "auto",
+) -> jax.Array:
+    """Self-attention over q, k, v[B, T, N, H]. `segment_ids[B, T]` keeps packed documents
+    apart. `impl` picks the implementation; "xla" is the reference."""
+    if q.ndim != 4 or k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[2:] != k.shape[2:]:
+        raise ValueError(f"attention expects q, k, v shaped [B, T, N, H] with matching B, N, H; got {q.shape}, {k.shape}, {v.shape}")
+    if impl not in IMPLS:
+        raise ValueError(f"attention impl={impl!r} is not one of {IMPLS}")
+    mask = None
+    if causal:
+        mask = causal_mask(jnp.arange(q.shape[1]), jnp.arange(k.shape[1]))[None, None]
+    if segment_ids is not None:
+        same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+        mask = same if mask is None else mask & same
+    return reference_attention(q, k, v, mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng)

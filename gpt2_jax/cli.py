@@ -1,0 +1,179 @@
+"""The `gpt2-jax` command line: train, sample, import-hf, export, ckpt-info.
+
+Every error a user can cause (bad config, missing checkpoint, bad prompt, unreadable model
+files) ends the command with one line on stderr, `error: ...`, and exit status 2. JAX and the
+heavy modules are imported inside each command so `gpt2-jax --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from gpt2_jax.checkpoint import CheckpointError
+    from gpt2_jax.config import ConfigError
+    from gpt2_jax.data.prepare import CorpusError
+    from gpt2_jax.data.shards import ShardError
+    from gpt2_jax.export import ExportError
+    from gpt2_jax.sample import SampleError
+    from gpt2_jax.tokenizer import TokenizerError
+
+    return (ConfigError, CheckpointError, CorpusError, ShardError, ExportError, SampleError, TokenizerError)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gpt2_jax.config import TrainConfig, apply_overrides, load_experiment
+
+    rest = list(args.overrides)
+    cfg = load_experiment(rest.pop(0)) if rest and rest[0].endswith(".py") else TrainConfig()
+    cfg = apply_overrides(cfg, rest)
+
+    from gpt2_jax import sample, train
+    from gpt2_jax.tokenizer import load_tokenizer
+
+    result = train.train(cfg, progress=not args.no_progress)
+    print("\n== report ==")
+    print(f"steps trained      {result.step} (workdir {cfg.workdir})")
+    print(f"final train loss   {result.loss if result.loss is None else f'{result.loss:.4f}'}")
+    print(f"final eval loss    {result.eval_loss if result.eval_loss is None else f'{result.eval_loss:.4f}'}")
+    if result.tokens_per_sec:
+        print(f"throughput         {result.tokens_per_sec:,.0f} tokens/s ({result.seconds:.0f} s wall)")
+    print(f"checkpoint         {cfg.workdir}/checkpoints/{result.step}")
+    print(f"metrics            {cfg.workdir}/metrics.jsonl, {cfg.workdir}/tensorboard/")
+    if cfg.sample_prompt and cfg.sample_tokens:
+        tok = load_tokenizer("gpt2")
+        prompt = tok.encode(cfg.sample_prompt, allow_special=True)
+        budget = min(cfg.sample_tokens, cfg.model.n_ctx - len(prompt))
+        ids = sample.generate(result.params, cfg.model, prompt, max_new_tokens=budget, temperature=0.8, top_k=200, seed=cfg.seed)
+        print(f"sample (temperature 0.8, top-k 200, {budget} tokens):\n{'-' * 60}\n{tok.decode(ids[0])}\n{'-' * 60}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from gpt2_jax import checkpoint, sample
+    from gpt2_jax.tokenizer import load_tokenizer
+
+    directory = checkpoint.resolve_dir(args.ckpt_dir)
+    _, meta, _ = checkpoint.restore_meta(directory)
+    tok = load_tokenizer(args.vocab or meta.get("vocab", "gpt2"))
+    prompt = tok.encode(args.prompt, allow_special=True)
+    _, cfg, params, _ = checkpoint.restore(directory)
+    ids = sample.generate(params, cfg.model, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                          top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, seed=args.seed)[0]
+    print(" ".join(map(str, ids.tolist())) if args.ids else tok.decode(ids))
+    return 0
+
+
+def cmd_import_hf(args: argparse.Namespace) -> int:
+    import pathlib
+
+    from gpt2_jax import checkpoint, export
+    from gpt2_jax.config import TrainConfig
+    from gpt2_jax.model import count_params
+
+    out = pathlib.Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise export.ExportError(f"output directory {str(out)!r} exists and is not empty; choose a new path or remove it")
+    model_cfg, params = export.load_hf_dir(args.hf_dir)
+    cfg = TrainConfig(model=model_cfg, workdir="")
+    mngr = checkpoint.manager(out, keep=1)
+    vocab = "gpt2" if model_cfg.n_vocab == 50257 else "unknown"
+    checkpoint.save(mngr, 0, cfg, params, None, {"vocab": vocab, "source": str(args.hf_dir)})
+    mngr.wait_until_finished()
+    mngr.close()
+    print(f"imported {count_params(params, model_cfg):,} parameters from {args.hf_dir} -> {out} (step 0)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gpt2_jax import checkpoint, export
+
+    _, cfg, params, _ = checkpoint.restore(checkpoint.resolve_dir(args.ckpt_dir))
+    path = export.save_hf_dir(args.out, cfg.model, params)
+    print(f"exported {args.ckpt_dir} -> {path} (Hugging Face GPT2LMHeadModel, safetensors)")
+    return 0
+
+
+def cmd_ckpt_info(args: argparse.Namespace) -> int:
+    from gpt2_jax import checkpoint
+    from gpt2_jax.model import count_params
+
+    directory = checkpoint.resolve_dir(args.ckpt_dir)
+    step, cfg, params, _ = checkpoint.restore(directory)
+    _, meta, _ = checkpoint.restore_meta(directory, step)
+    info = {
+        "step": step,
+        "parameters": count_params(params, cfg.model),
+        "checksum": checkpoint.params_checksum(params),
+        "vocab": meta.get("vocab"),
+        "config": meta["config"],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"step        {info['step']}")
+        print(f"parameters  {info['parameters']:,}")
+        print(f"checksum    sha256:{info['checksum']}")
+        print(f"vocab       {info['vocab']}")
+        print(f"config      {json.dumps(info['config'])}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpt2-jax", description="GPT-2 in JAX: train, sample, convert.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (no experiment file = the bundled CPU demo)")
+    p.add_argument("overrides", nargs="*", metavar="[EXPERIMENT.py] key=value",
+                   help="an experiment file with get_config(), then overrides such as steps=100 model=tiny")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    p.add_argument("ckpt_dir", help="WORKDIR/checkpoints of a run (or the WORKDIR) or an imported model")
+    p.add_argument("--prompt", required=True, help="text to continue; <|endoftext|> is the separator token")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="0 disables")
+    p.add_argument("--top-p", type=float, default=1.0, help="1.0 disables")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--greedy", action="store_true", help="argmax decoding (ignores temperature/top-k/top-p)")
+    p.add_argument("--ids", action="store_true", help="print token ids instead of text")
+    p.add_argument("--vocab", default=None, help="vocabulary (default: the checkpoint's, else gpt2)")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("import-hf", help="convert a Hugging Face GPT-2 save_pretrained directory to a checkpoint")
+    p.add_argument("hf_dir")
+    p.add_argument("--out", required=True, help="new checkpoint directory")
+    p.set_defaults(func=cmd_import_hf)
+
+    p = sub.add_parser("export", help="write a checkpoint in another framework's format")
+    p.add_argument("ckpt_dir")
+    p.add_argument("--format", choices=["hf"], required=True, help="hf = GPT2LMHeadModel.save_pretrained layout")
+    p.add_argument("--out", required=True, help="new output directory")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("ckpt-info", help="step, config, parameter count and checksum of a checkpoint")
+    p.add_argument("ckpt_dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ckpt_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,295 @@
+"""Configuration as code: frozen dataclasses, GPT-2 presets and validated `key=value` overrides.
+
+Every knob of a run lives in one `TrainConfig` tree (model, data, optim and loop settings).
+Experiments are Python files whose `get_config()` returns a `TrainConfig`; the command line
+then applies `key=value` overrides on top. A misspelt key, a value of the wrong type or an
+impossible shape is rejected here, before JAX starts, with a message that names the value
+and what would be accepted.
+
+This module uses the standard library only, so it imports in milliseconds.
+
+References:
+  Radford et al. 2019, "Language Models are Unsupervised Multitask Learners" (Table 2 sizes).
+  OpenAI gpt-2 `hparams.json`: n_vocab 50257, n_ctx 1024, layer-norm epsilon 1e-5.
+  big_vision configs-as-code: https://github.com/google-research/big_vision
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import pathlib
+import types
+import typing
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration the user wrote cannot be used; the message says why and how to fix it."""
+
+
+DTYPES = ("float32", "bfloat16")
+REMAT_POLICIES = ("none", "full", "dots")
+ATTENTION_IMPLS = ("xla",)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """GPT-2 architecture. Field names follow OpenAI's `hparams.json` where one exists."""
+
+    n_vocab: int = 50257  # real tokens; the embedding table is padded to `n_vocab_padded`
+    n_ctx: int = 1024
+    n_embd: int = 768
+    n_head: int = 12
+    n_layer: int = 12
+    embd_pdrop: float = 0.1  # GPT-2's released config uses 0.1 for all three dropouts
+    attn_pdrop: float = 0.1
+    resid_pdrop: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    vocab_multiple: int = 128  # pad the vocabulary so sharded and tiled matmuls divide evenly
+    dtype: str = "float32"  # compute dtype; parameters are always float32
+    scan_layers: bool = True  # one compiled block, stacked parameters [L, ...]
+    remat: str = "none"  # rematerialisation policy for each block in the backward pass
+    attention: str = "xla"
+
+    def __post_init__(self):
+        for name in ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "vocab_multiple"):
+            value = getattr(self, name)
+            _check(value >= 1, f"model.{name}={value} must be a positive integer")
+        _check(
+            self.n_embd % self.n_head == 0,
+            f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}; "
+            f"choose n_head among {[h for h in range(1, self.n_embd + 1) if self.n_embd % h == 0][:12]}",
+        )
+        for name in ("embd_pdrop", "attn_pdrop", "resid_pdrop"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, f"model.{name}={value} must be in [0, 1)")
+        _check(self.layer_norm_epsilon > 0, f"model.layer_norm_epsilon={self.layer_norm_epsilon} must be > 0")
+        _check(self.dtype in DTYPES, f"model.dtype={self.dtype!r} is not one of {DTYPES}")
+        _check(self.remat in REMAT_POLICIES, f"model.remat={self.remat!r} is not one of {REMAT_POLICIES}")
+        _check(
+            self.attention in ATTENTION_IMPLS,
+            f"model.attention={self.attention!r} is not one of {ATTENTION_IMPLS}",
+        )
+
+    @property
+    def n_vocab_padded(self) -> int:
+        m = self.vocab_multiple
+        return -(-self.n_vocab // m) * m
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where training tokens come from. An empty `path` means the bundled tiny Shakespeare."""
+
+    path: str = ""  # a shard directory (train_*.bin, val_*.bin); "" = bundled corpus, tokenized on first use
+    seq_len: int = 0  # tokens per training example; 0 = model.n_ctx
+
+    def __post_init__(self):
+        _check(self.seq_len >= 0, f"data.seq_len={self.seq_len} must be >= 0 (0 means model.n_ctx)")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warmup and cosine decay, as in GPT-2/GPT-3 style training."""
+
+    lr: float = 6e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    decay_steps: int = 0  # 0 = the run's `steps`
+    weight_decay: float = 0.1  # applied to matrices only (not biases, LayerNorm or embeddings' pads)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # global-norm clipping; 0 disables
+
+    def __post_init__(self):
+        _check(self.lr > 0, f"optim.lr={self.lr} must be > 0")
+        _check(0 <= self.min_lr_ratio <= 1, f"optim.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        _check(self.warmup_steps >= 0, f"optim.warmup_steps={self.warmup_steps} must be >= 0")
+        _check(self.decay_steps >= 0, f"optim.decay_steps={self.decay_steps} must be >= 0")
+        _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)")
+        _check(self.grad_clip >= 0, f"optim.grad_clip={self.grad_clip} must be >= 0 (0 disables)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run. The defaults are the bundled CPU demo (`gpt2-jax train`)."""
+
+    workdir: str = "runs/demo"
+    model: ModelConfig = dataclasses.field(default_factory=lambda: preset("mini"))
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=50))
+    steps: int = 600
+    seed: int = 0
+    batch_size: int = 16  # sequences per optimizer step (global)
+    grad_accum: int = 1  # micro-batches per step; batch_size must divide evenly
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 8
+    ckpt_every: int = 200  # 0 = only at the end
+    keep_checkpoints: int = 3
+    sample_prompt: str = "ROMEO:"  # printed after training; "" skips the sample
+    sample_tokens: int = 64
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_batches", "keep_checkpoints"):
+            value = getattr(self, name)
+            _check(value >= 1, f"{name}={value} must be a positive integer")
+        for name in ("eval_every", "ckpt_every", "sample_tokens"):
+            value = getattr(self, name)
+            _check(value >= 0, f"{name}={value} must be >= 0 (0 disables)")
+        _check(
+            self.batch_size % self.grad_accum == 0,
+            f"batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum}",
+        )
+        _check(
+            self.seq_len <= self.model.n_ctx,
+            f"data.seq_len={self.data.seq_len} exceeds model.n_ctx={self.model.n_ctx}; "
+            f"use data.seq_len<={self.model.n_ctx} or 0 for n_ctx",
+        )
+
+    @property
+    def seq_len(self) -> int:
+        return self.data.seq_len or self.model.n_ctx
+
+
+# GPT-2 sizes from the paper's Table 2; tiny ones for tests and CPU demos.
+PRESETS: dict[str, ModelConfig] = {
+    "gpt2": ModelConfig(n_layer=12, n_embd=768, n_head=12),
+    "gpt2-medium": ModelConfig(n_layer=24, n_embd=1024, n_head=16),
+    "gpt2-large": ModelConfig(n_layer=36, n_embd=1280, n_head=20),
+    "gpt2-xl": ModelConfig(n_layer=48, n_embd=1600, n_head=25),
+    # A few seconds per step on a 2-core CPU; the unit-test workhorse.
+    "tiny": ModelConfig(n_layer=2, n_embd=64, n_head=2, n_ctx=128),
+    # The CPU demo: trains on tiny Shakespeare in minutes.
+    "mini": ModelConfig(n_layer=4, n_embd=128, n_head=4, n_ctx=128),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """The `ModelConfig` of a named preset (see `PRESETS`)."""
+    if name not in PRESETS:
+        hint = difflib.get_close_matches(name, PRESETS, n=1)
+        raise ConfigError(
+            f"unknown model preset {name!r}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            + f"; choose one of {sorted(PRESETS)}"
+        )
+    return PRESETS[name]
+
+
+# ----------------------------------------------------------------------------------------------
+# key=value overrides
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _parse_value(key: str, text: str, kind: Any) -> Any:
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}={text!r} is not a boolean; use true or false")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r} is not an integer") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r} is not a number") from None
+    if kind is str:
+        return text
+    raise ConfigError(f"{key} cannot be set from the command line")
+
+
+def _set(cfg: Any, path: list[str], text: str, full_key: str) -> Any:
+    types_ = _field_types(type(cfg))
+    name = path[0]
+    if name not in types_:
+        hint = difflib.get_close_matches(name, types_, n=1)
+        prefix = full_key[: len(full_key) - len(".".join(path))]
+        raise ConfigError(
+            f"unknown config key {full_key!r}"
+            + (f" (did you mean {prefix + hint[0]!r}?)" if hint else "")
+            + f"; valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: {', '.join(types_)}"
+        )
+    kind = types_[name]
+    if dataclasses.is_dataclass(kind):
+        if len(path) == 1:
+            if kind is ModelConfig:  # `model=gpt2` replaces the whole model config by a preset
+                return dataclasses.replace(cfg, model=preset(text))
+            raise ConfigError(f"{full_key} is a group; set one of its fields, e.g. {full_key}.{dataclasses.fields(kind)[0].name}=...")
+        return dataclasses.replace(cfg, **{name: _set(getattr(cfg, name), path[1:], text, full_key)})
+    if len(path) > 1:
+        raise ConfigError(f"unknown config key {full_key!r}: {'.'.join(path[:1])} has no sub-keys")
+    return dataclasses.replace(cfg, **{name: _parse_value(full_key, text, kind)})
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Applies `key=value` strings to `cfg`. `model=PRESET` is applied before field overrides,
+    so `model.n_layer=4 model=gpt2` means "gpt2 with 4 layers" whatever the order."""
+    pairs = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. steps=100 or model.n_layer=4)")
+        key, value = item.split("=", 1)
+        pairs.append((key.strip(), value))
+    pairs.sort(key=lambda kv: kv[0] != "model")  # stable: presets first, then the rest in order
+    for key, value in pairs:
+        cfg = _set(cfg, key.split("."), value, key)
+    return cfg
+
+
+def load_experiment(path: str | pathlib.Path) -> TrainConfig:
+    """Runs an experiment file and returns its `get_config()`."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file {str(path)!r} does not exist; pass a .py file with get_config()")
+    spec = importlib.util.spec_from_file_location(f"experiment_{path.stem}", path)
+    module = types.ModuleType(spec.name)
+    module.__file__ = str(path)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"experiment file {str(path)!r} defines no get_config(); it must return a TrainConfig")
+    cfg = module.get_config()
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError(f"get_config() in {str(path)!r} returned {type(cfg).__name__}, not a TrainConfig")
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls, data: dict) -> Any:
+    """Rebuilds a config dataclass from `to_dict` output (e.g. the JSON saved in a checkpoint).
+    Keys this version does not know are an error, so a checkpoint is never silently misread."""
+    types_ = _field_types(cls)
+    unknown = set(data) - set(types_)
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no fields {sorted(unknown)}; the data comes from an incompatible version")
+    kwargs = {}
+    for name, value in data.items():
+        kind = types_[name]
+        kwargs[name] = from_dict(kind, value) if dataclasses.is_dataclass(kind) else value
+    return cls(**kwargs)

@@ -1,0 +1,197 @@
+"""GPT-2 as Flax Linen modules: pure init/apply with OpenAI's parameter names.
+
+The architecture of the paper (section 2.3): a decoder-only Transformer with LayerNorm moved to
+the input of each sub-block (pre-LN), a final LayerNorm after the last block, learned position
+embeddings, an output projection tied to the token embedding, tanh-GELU, and initialization
+N(0, 0.02) with the residual output projections scaled by 1/sqrt(2 * n_layer).
+
+Parameter tree (shapes, L = n_layer stacked by `nn.scan`):
+  wte/embedding[V_padded, D]   wpe/embedding[n_ctx, D]   ln_f/{scale,bias}[D]
+  h/ln_1/{scale,bias}[L, D]    h/attn/c_attn/{kernel[L, D, 3D], bias[L, 3D]}
+  h/attn/c_proj/{kernel[L, D, D], bias[L, D]}             h/ln_2/{scale,bias}[L, D]
+  h/mlp/c_fc/{kernel[L, D, F], bias[L, F]}                h/mlp/c_proj/{kernel[L, F, D], bias[L, D]}
+Kernels are [in, out], the layout of OpenAI's checkpoints and of Hugging Face's Conv1D, so
+conversion is a rename. The vocabulary is padded (50257 -> 50304) so matmuls tile and shard
+evenly; the padded rows start at zero and their logits are masked so they never get probability.
+
+`scan_layers=False` runs the same scan fully unrolled, so both modes share one parameter layout.
+Decoding uses an explicit KV cache (`init_cache`) passed in and returned, never hidden state.
+
+References:
+  Radford et al. 2019, "Language Models are Unsupervised Multitask Learners", section 2.3.
+  Radford et al. 2018 (GPT-1) for the base architecture; openai/gpt-2 src/model.py.
+  Hendrycks & Gimpel 2016 (GELU, tanh approximation).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gpt2_jax.attention import causal_mask, dot_product_attention, reference_attention
+from gpt2_jax.config import ModelConfig
+
+Cache = dict[str, jax.Array]  # {"k": [L, B, T_max, N, H], "v": [L, B, T_max, N, H]}
+
+
+def _weight_init(config: ModelConfig, residual: bool = False):
+    std = 0.02 / math.sqrt(2 * config.n_layer) if residual else 0.02
+    return nn.initializers.normal(stddev=std)
+
+
+def _embedding_init(n_vocab: int):
+    """N(0, 0.02) for real tokens, zeros for the padding rows (so exports need no cleanup)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        table = nn.initializers.normal(stddev=0.02)(key, shape, dtype)
+        return table.at[n_vocab:].set(0.0)
+
+    return init
+
+
+class Attention(nn.Module):
+    config: ModelConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x, layer_cache, cache_index):
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        B, T, D = x.shape
+        N, H = cfg.n_head, cfg.head_dim
+        qkv = nn.Dense(3 * D, dtype=dtype, kernel_init=_weight_init(cfg), name="c_attn")(x)
+        q, k, v = jnp.split(qkv.reshape(B, T, 3 * N, H), 3, axis=2)  # each [B, T, N, H]
+        dropout_rate = 0.0 if self.deterministic else cfg.attn_pdrop
+        dropout_rng = self.make_rng("dropout") if dropout_rate > 0 else None
+        if layer_cache is None:
+            y = dot_product_attention(
+                q, k, v, causal=True, dropout_rate=dropout_rate, dropout_rng=dropout_rng, impl=cfg.attention
+            )
+            new_cache = None
+        else:
+            # Write this chunk's keys/values at cache_index, attend over the whole buffer; slots
+            # not yet written lie after every query position, so the causal mask hides them.
+            k_all = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(layer_cache["k"].dtype), (0, cache_index, 0, 0))
+            v_all = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(layer_cache["v"].dtype), (0, cache_index, 0, 0))
+            mask = causal_mask(cache_index + jnp.arange(T), jnp.arange(k_all.shape[1]))[None, None]
+            y = reference_attention(q, k_all.astype(dtype), v_all.astype(dtype), mask,
+                                    dropout_rate=dropout_rate, dropout_rng=dropout_rng)
+            new_cache = {"k": k_all, "v": v_all}
+        y = y.reshape(B, T, D)
+        y = nn.Dense(D, dtype=dtype, kernel_init=_weight_init(cfg, residual=True), name="c_proj")(y)
+        return y, new_cache
+
+
+class MLP(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        h = nn.Dense(4 * cfg.n_embd, dtype=dtype, kernel_init=_weight_init(cfg), name="c_fc")(x)
+        h = nn.gelu(h, approximate=True)  # GPT-2's tanh form ("gelu_new" in Hugging Face)
+        return nn.Dense(cfg.n_embd, dtype=dtype, kernel_init=_weight_init(cfg, residual=True), name="c_proj")(h)
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
+
+    config: ModelConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x, layer_cache, cache_index):
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        ln = lambda name: nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype, name=name)
+        dropout = nn.Dropout(rate=cfg.resid_pdrop, deterministic=self.deterministic)
+        y, new_cache = Attention(cfg, self.deterministic, name="attn")(ln("ln_1")(x), layer_cache, cache_index)
+        x = x + dropout(y)
+        x = x + dropout(MLP(cfg, name="mlp")(ln("ln_2")(x)))
+        return x, new_cache
+
+
+_REMAT_POLICIES = {
+    "full": None,  # save nothing, recompute the whole block
+    "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class GPT(nn.Module):
+    """GPT-2 language model. `__call__(tokens[B, T])` returns `(logits[B, T, V_padded], cache)`;
+    logits are float32 with padded entries at the float32 minimum."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens: jax.Array,
+        *,
+        deterministic: bool = True,
+        cache: Cache | None = None,
+        cache_index: jax.Array | int = 0,
+    ) -> tuple[jax.Array, Cache | None]:
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        B, T = tokens.shape
+        wte = nn.Embed(cfg.n_vocab_padded, cfg.n_embd, embedding_init=_embedding_init(cfg.n_vocab), name="wte")
+        wpe = nn.Embed(cfg.n_ctx, cfg.n_embd, embedding_init=nn.initializers.normal(stddev=0.02), name="wpe")
+        positions = cache_index + jnp.arange(T)
+        x = wte(tokens) + wpe(positions)[None]  # [B, T, D]
+        x = nn.Dropout(rate=cfg.embd_pdrop, deterministic=deterministic)(x).astype(dtype)
+
+        block = Block
+        if cfg.remat != "none":
+            block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+        layers = nn.scan(
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True, "dropout": True},
+            in_axes=(0, nn.broadcast),
+            length=cfg.n_layer,
+            unroll=1 if cfg.scan_layers else cfg.n_layer,
+        )
+        x, new_cache = layers(cfg, deterministic, name="h")(x, cache, cache_index)
+
+        x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype, name="ln_f")(x)
+        logits = wte.attend(x.astype(dtype)).astype(jnp.float32)  # tied output projection
+        real = jnp.arange(cfg.n_vocab_padded) < cfg.n_vocab
+        logits = jnp.where(real, logits, jnp.finfo(jnp.float32).min)
+        return logits, new_cache
+
+
+def init_params(config: ModelConfig, rng: jax.Array) -> Any:
+    """Fresh parameters (a pure function of config and rng)."""
+    tokens = jnp.zeros((1, min(8, config.n_ctx)), jnp.int32)
+    return GPT(config).init({"params": rng}, tokens)["params"]
+
+
+def init_cache(config: ModelConfig, batch_size: int, max_len: int, dtype=None) -> Cache:
+    """A zeroed KV cache for `max_len` positions (at most n_ctx)."""
+    if max_len > config.n_ctx:
+        raise ValueError(f"cache length {max_len} exceeds model.n_ctx={config.n_ctx}")
+    shape = (config.n_layer, batch_size, max_len, config.n_head, config.head_dim)
+    dtype = dtype or jnp.dtype(config.dtype)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def count_params(params: Any, config: ModelConfig, *, include_padding: bool = False) -> int:
+    """Number of parameters; by default without the vocabulary padding rows, which carry no
+    information (so `gpt2` counts 124,439,808 like Hugging Face's GPT2LMHeadModel)."""
+    total = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+    if not include_padding:
+        total -= (config.n_vocab_padded - config.n_vocab) * config.n_embd
+    return total
+
+
+def non_embedding_params(config: ModelConfig) -> int:
+    """Parameters in the Transformer blocks and final LayerNorm (Kaplan et al. 2020's N)."""
+    D, F, L = config.n_embd, 4 * config.n_embd, config.n_layer
+    per_layer = 2 * 2 * D + (D * 3 * D + 3 * D) + (D * D + D) + (D * F + F) + (F * D + D)
+    return L * per_layer + 2 * D
