@@ -34,7 +34,7 @@ class CheckpointError(ValueError):
 
 def manager(directory: str | pathlib.Path, *, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
     directory = pathlib.Path(directory).absolute()
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only)
     return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
 

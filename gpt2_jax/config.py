@@ -222,8 +222,9 @@ def _parse_value(key: str, text: str, kind: Any) -> Any:
     raise ConfigError(f"{key} cannot be set from the command line")
 
 
-def _set(cfg: Any, path: list[str], text: str, full_key: str) -> Any:
-    types_ = _field_types(type(cfg))
+def _set(tree: dict, cls: Any, path: list[str], text: str, full_key: str) -> None:
+    """Sets `path` in `tree` (the `to_dict` form of a `cls` config), parsing `text` by field type."""
+    types_ = _field_types(cls)
     name = path[0]
     if name not in types_:
         hint = difflib.get_close_matches(name, types_, n=1)
@@ -237,17 +238,20 @@ def _set(cfg: Any, path: list[str], text: str, full_key: str) -> Any:
     if dataclasses.is_dataclass(kind):
         if len(path) == 1:
             if kind is ModelConfig:  # `model=gpt2` replaces the whole model config by a preset
-                return dataclasses.replace(cfg, model=preset(text))
+                tree[name] = to_dict(preset(text))
+                return
             raise ConfigError(f"{full_key} is a group; set one of its fields, e.g. {full_key}.{dataclasses.fields(kind)[0].name}=...")
-        return dataclasses.replace(cfg, **{name: _set(getattr(cfg, name), path[1:], text, full_key)})
+        _set(tree[name], kind, path[1:], text, full_key)
+        return
     if len(path) > 1:
         raise ConfigError(f"unknown config key {full_key!r}: {'.'.join(path[:1])} has no sub-keys")
-    return dataclasses.replace(cfg, **{name: _parse_value(full_key, text, kind)})
+    tree[name] = _parse_value(full_key, text, kind)
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     """Applies `key=value` strings to `cfg`. `model=PRESET` is applied before field overrides,
-    so `model.n_layer=4 model=gpt2` means "gpt2 with 4 layers" whatever the order."""
+    so `model.n_layer=4 model=gpt2` means "gpt2 with 4 layers" whatever the order. The result
+    is validated once, after all overrides, so their order never matters."""
     pairs = []
     for item in overrides:
         if "=" not in item:
@@ -255,9 +259,10 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
         key, value = item.split("=", 1)
         pairs.append((key.strip(), value))
     pairs.sort(key=lambda kv: kv[0] != "model")  # stable: presets first, then the rest in order
+    tree = to_dict(cfg)
     for key, value in pairs:
-        cfg = _set(cfg, key.split("."), value, key)
-    return cfg
+        _set(tree, TrainConfig, key.split("."), value, key)
+    return from_dict(TrainConfig, tree)
 
 
 def load_experiment(path: str | pathlib.Path) -> TrainConfig:

@@ -182,8 +182,11 @@ def save_hf_dir(path: str | os.PathLike, config: ModelConfig, params: Any) -> pa
     from safetensors.numpy import save_file
 
     path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        raise ExportError(f"output path {str(path)!r} is a file; choose a new directory path")
     if path.exists() and any(path.iterdir()):
         raise ExportError(f"output directory {str(path)!r} exists and is not empty; choose a new path or remove it")
+    _check_params_match(params, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -198,6 +201,23 @@ def save_hf_dir(path: str | os.PathLike, config: ModelConfig, params: Any) -> pa
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _check_params_match(params: Any, config: ModelConfig) -> None:
+    """Every leaf must have the shape `config` implies, or the export would be silently wrong."""
+    import jax
+
+    from gpt2_jax.model import init_params
+
+    want = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+    want_leaves = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_flatten_with_path(want)[0]}
+    got_leaves = {jax.tree_util.keystr(p): np.shape(v) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    if want_leaves.keys() != got_leaves.keys():
+        missing = sorted(want_leaves.keys() - got_leaves.keys()) or sorted(got_leaves.keys() - want_leaves.keys())
+        raise ExportError(f"parameters do not match the model config: tensor {missing[0]} is missing or unexpected")
+    for name, shape in want_leaves.items():
+        if tuple(got_leaves[name]) != tuple(shape):
+            raise ExportError(f"parameter {name} has shape {tuple(got_leaves[name])} but the config implies {tuple(shape)}")
 
 
 def _to_numpy(tree: Any) -> Any:

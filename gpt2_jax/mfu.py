@@ -1,8 +1,9 @@
 """Model FLOPs utilization: training FLOPs per token and the peak FLOP/s of known devices.
 
-FLOPs per trained token = 6 * N + 12 * L * T * D, where N counts the weights of every matmul
-(the blocks plus the tied output projection, V_padded * D; position embeddings and LayerNorms
-do no matmul) and 12 * L * T * D is attention's QK^T and AV (2 matmuls * 2 FLOPs per
+FLOPs per trained token = 6 * N + 12 * L * T * D, where N is the non-embedding parameter count
+(Kaplan et al.'s N: the blocks and final LayerNorm, biases included, which are negligible) plus
+the tied output projection V_padded * D, a real matmul (position-embedding lookups do none);
+12 * L * T * D is attention's QK^T and AV (2 matmuls * 2 FLOPs per
 multiply-add * 3 for forward + backward, over T keys). This is PaLM's formula (appendix B),
 which nanoGPT also uses; it ignores softmax, LayerNorm and GELU, and does not count remat.
 

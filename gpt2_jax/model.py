@@ -140,7 +140,10 @@ class GPT(nn.Module):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         B, T = tokens.shape
-        wte = nn.Embed(cfg.n_vocab_padded, cfg.n_embd, embedding_init=_embedding_init(cfg.n_vocab), name="wte")
+        if isinstance(cache_index, int) and cache_index + T > cfg.n_ctx:
+            raise ValueError(f"positions {cache_index}..{cache_index + T - 1} exceed model.n_ctx={cfg.n_ctx}; "
+                             f"feed at most {cfg.n_ctx} tokens")
+        wte = nn.Embed(cfg.n_vocab_padded, cfg.n_embd, dtype=dtype, embedding_init=_embedding_init(cfg.n_vocab), name="wte")
         wpe = nn.Embed(cfg.n_ctx, cfg.n_embd, embedding_init=nn.initializers.normal(stddev=0.02), name="wpe")
         positions = cache_index + jnp.arange(T)
         x = wte(tokens) + wpe(positions)[None]  # [B, T, D]

@@ -74,7 +74,7 @@ def make_train_step(cfg: TrainConfig, tx: optax.GradientTransformation, dropout_
         loss, grads = loss / cfg.grad_accum, jax.tree_util.tree_map(lambda g: g / cfg.grad_accum, grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return jax.jit(train_step, donate_argnums=0)

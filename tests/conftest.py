@@ -25,6 +25,11 @@ import pytest  # noqa: E402
 # Batch and length used by most model tests: one shape, so one compile per config.
 BATCH, SEQ = 2, 16
 
+# Weight scale of the random reference models. GPT-2's 0.02 keeps a tiny model's activations so
+# small that, e.g., exact-erf GELU instead of tanh-GELU moves its logits by less than the parity
+# tolerance; at this scale pre-activations are O(1) and such mistakes show.
+INIT_RANGE = 0.1
+
 
 # ----------------------------------------------------------------------------------------------
 # configs
@@ -128,6 +133,7 @@ def make_hf_reference(path: pathlib.Path, *, seed: int, **gpt2_config) -> HFRefe
     torch.set_num_threads(2)
     torch.manual_seed(seed)
     vocab = gpt2_config["vocab_size"]
+    gpt2_config = {"initializer_range": INIT_RANGE} | gpt2_config
     hf_config = transformers.GPT2Config(bos_token_id=vocab - 1, eos_token_id=vocab - 1, **gpt2_config)
     model = transformers.GPT2LMHeadModel(hf_config).eval()
     with torch.no_grad():
@@ -137,6 +143,12 @@ def make_hf_reference(path: pathlib.Path, *, seed: int, **gpt2_config) -> HFRefe
                 p.copy_(base + 0.1 * torch.randn_like(p))
     model.save_pretrained(path)
     return HFReference(model, pathlib.Path(path))
+
+
+@pytest.fixture(scope="session")
+def hf_reference():
+    """hf_reference(path, seed=..., **GPT2Config kwargs) -> HFReference (see make_hf_reference)."""
+    return make_hf_reference
 
 
 @pytest.fixture(scope="session")
@@ -157,3 +169,5 @@ def tiny_params(hf_tiny, tiny_config):
     config, params = load_hf_dir(hf_tiny.path)
     assert config == tiny_config, config
     return params
+
+pytest_plugins = ["_runs"]  # the shared trained-checkpoint fixture (tests/_runs.py)

@@ -169,8 +169,6 @@ def test_override_values_are_validated():
         apply_overrides(TrainConfig(), ["model.n_head=5"])  # mini: n_embd=128
 
 
-@pytest.mark.xfail(strict=True, reason="bug: apply_overrides validates after every single override, so "
-                   "'data.seq_len=256 model.n_ctx=256' fails while the reverse order works")
 def test_validation_sees_all_overrides_together():
     a = apply_overrides(TrainConfig(), ["model.n_ctx=256", "data.seq_len=256"])
     b = apply_overrides(TrainConfig(), ["data.seq_len=256", "model.n_ctx=256"])

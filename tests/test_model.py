@@ -14,8 +14,6 @@ from gpt2_jax.config import ModelConfig, preset
 from gpt2_jax.export import load_hf_dir
 from gpt2_jax.model import GPT, count_params, init_cache, init_params, non_embedding_params
 
-from conftest import BATCH, SEQ, make_hf_reference
-
 F32_MIN = np.finfo(np.float32).min
 
 
@@ -52,7 +50,7 @@ def _assert_parity(config, params, hf, tokens, forward):
     V = config.n_vocab
     assert ours.shape == (*tokens.shape, config.n_vocab_padded) and ours.dtype == np.float32
     assert ref.shape == (*tokens.shape, V)
-    assert np.abs(ref).max() > 0.5  # a meaningful comparison, not two near-zero tensors
+    assert np.abs(ref).max() > 0.1  # a meaningful comparison, not two near-zero tensors
     np.testing.assert_allclose(ours[..., :V], ref, rtol=0, atol=1e-4)
     # padded vocabulary entries: float32 minimum, exactly zero probability
     assert (ours[..., V:] == F32_MIN).all()
@@ -78,16 +76,16 @@ def test_parity_tiny(hf_tiny, tiny_config, tiny_params, tokens, forward):
     ],
     ids=["odd", "vocab50257"],
 )
-def test_parity_small(tmp_path, hf_kwargs, batch, seq, tokens, forward):
-    hf = make_hf_reference(tmp_path / "hf", seed=1, **hf_kwargs)
+def test_parity_small(tmp_path, hf_kwargs, batch, seq, tokens, forward, hf_reference):
+    hf = hf_reference(tmp_path / "hf", seed=1, **hf_kwargs)
     config, params = load_hf_dir(hf.path)
     assert config.n_vocab == hf_kwargs["vocab_size"] and config.n_layer == hf_kwargs["n_layer"]
     _assert_parity(config, params, hf, tokens(config, batch, seq, seed=1), forward)
 
 
-def test_parity_gpt2_124m(tmp_path, tokens, forward):
+def test_parity_gpt2_124m(tmp_path, tokens, forward, hf_reference):
     """The real GPT-2 small shape with random weights (B=1, T=32)."""
-    hf = make_hf_reference(tmp_path / "hf", seed=2, vocab_size=50257)  # HF defaults are GPT-2 small
+    hf = hf_reference(tmp_path / "hf", seed=2, vocab_size=50257, initializer_range=0.02)  # GPT-2 small
     config, params = load_hf_dir(hf.path)
     assert config == preset("gpt2")
     _assert_parity(config, params, hf, tokens(config, 1, 32, seed=2), forward)
@@ -144,7 +142,7 @@ def test_init_statistics(init):
 # invariances: scan vs unrolled, remat vs none
 
 
-def test_scan_and_unrolled_agree(tiny_config, tiny_params, tokens, forward, init):
+def test_scan_and_unrolled_agree(tiny_config, tiny_params, tokens, forward):
     unrolled = dataclasses.replace(tiny_config, scan_layers=False)
     # same parameter tree, so checkpoints move between the two modes
     a = jax.tree_util.tree_structure(jax.eval_shape(lambda: init_params(tiny_config, jax.random.key(0))))
@@ -163,6 +161,13 @@ def _loss_fn(config):
     return loss
 
 
+def _has_remat(jaxpr) -> bool:
+    """Whether a jaxpr holds a jax.checkpoint region (the primitive is 'remat2' in jax 0.10,
+    'checkpoint' in some other versions)."""
+    text = str(jaxpr)
+    return "remat" in text or "checkpoint[" in text
+
+
 @pytest.fixture(scope="module")
 def reference_grads(tiny_config, tiny_params, tokens):
     t = tokens(tiny_config)
@@ -175,20 +180,20 @@ def test_remat_same_loss_and_grads(remat, scan, tiny_config, tiny_params, tokens
     t = tokens(tiny_config)
     loss_fn = _loss_fn(cfg)
     # the policy is really applied: the forward contains a checkpoint (remat) region
-    assert "checkpoint" in str(jax.make_jaxpr(loss_fn)(tiny_params, t))
+    assert _has_remat(jax.make_jaxpr(loss_fn)(tiny_params, t))
     loss, grads = jax.jit(jax.value_and_grad(loss_fn))(tiny_params, t)
     ref_loss, ref_grads = reference_grads
     assert np.isfinite(float(ref_loss)) and float(ref_loss) > 1.0
     np.testing.assert_allclose(float(loss), float(ref_loss), rtol=0, atol=1e-5)
     assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(ref_grads)
     for g, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=0, atol=1e-5)
     # gradients are not trivially zero (the comparison means something)
     assert float(jnp.abs(ref_grads["h"]["attn"]["c_attn"]["kernel"]).max()) > 1e-3
 
 
 def test_no_remat_region_by_default(tiny_config, tiny_params, tokens):
-    assert "checkpoint" not in str(jax.make_jaxpr(_loss_fn(tiny_config))(tiny_params, tokens(tiny_config)))
+    assert not _has_remat(jax.make_jaxpr(_loss_fn(tiny_config))(tiny_params, tokens(tiny_config)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,7 +220,8 @@ def test_dropout_needs_an_rng(tiny_config, tiny_params, tokens):
 
 @pytest.mark.parametrize("which", ["embd_pdrop", "attn_pdrop", "resid_pdrop"])
 def test_each_dropout_is_wired(which, tiny_config, tiny_params, tokens, forward):
-    cfg = dataclasses.replace(tiny_config, embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0, **{which: 0.5})
+    rates = dict(embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0) | {which: 0.5}
+    cfg = dataclasses.replace(tiny_config, **rates)
     t = tokens(cfg)
     det = forward(tiny_config, tiny_params, t)  # deterministic: pdrop does not matter
     out = forward(cfg, tiny_params, t, deterministic=False, rng=jax.random.key(3))
@@ -256,26 +262,28 @@ def test_init_cache_shape(tiny_config):
 
 def test_kv_cache_token_by_token(tiny_config, tiny_params, tokens, forward, cached_step):
     t = tokens(tiny_config)
+    B, T = t.shape
     full = forward(tiny_config, tiny_params, t)
-    cache = init_cache(tiny_config, BATCH, SEQ)
-    for i in range(SEQ):
+    cache = init_cache(tiny_config, B, T)
+    for i in range(T):
         logits, cache = cached_step(tiny_params, t[:, i:i + 1], cache, jnp.int32(i))
         np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, i], rtol=0, atol=1e-5, err_msg=f"position {i}")
-    assert cache["k"].shape == (tiny_config.n_layer, BATCH, SEQ, tiny_config.n_head, tiny_config.head_dim)
+    assert cache["k"].shape == (tiny_config.n_layer, B, T, tiny_config.n_head, tiny_config.head_dim)
     for name in ("k", "v"):  # every position was written
         assert (np.abs(np.asarray(cache[name])).sum(axis=(0, 1, 3, 4)) > 0).all()
 
 
 def test_kv_cache_prefill_then_steps(tiny_config, tiny_params, tokens, forward, cached_step):
     t = tokens(tiny_config, seed=5)
+    B, T = t.shape
     full = forward(tiny_config, tiny_params, t)
-    cache = init_cache(tiny_config, BATCH, SEQ)
+    cache = init_cache(tiny_config, B, T)
     chunk = 5
     # two chunks (the second one at a non-zero cache_index), then single tokens
     for start in (0, chunk):
         logits, cache = cached_step(tiny_params, t[:, start:start + chunk], cache, jnp.int32(start))
         np.testing.assert_allclose(np.asarray(logits), full[:, start:start + chunk], rtol=0, atol=1e-5)
-    for i in range(2 * chunk, SEQ):
+    for i in range(2 * chunk, T):
         logits, cache = cached_step(tiny_params, t[:, i:i + 1], cache, jnp.int32(i))
         np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, i], rtol=0, atol=1e-5, err_msg=f"position {i}")
 
@@ -298,3 +306,9 @@ def test_bfloat16_compute(tiny_config, tiny_params, tokens, forward, init):
     diff = np.abs(out[..., :V] - ref[..., :V]).max()
     assert diff < 0.1, diff
     assert diff > 0.0  # the compute dtype is really bfloat16, not silently float32
+
+
+def test_sequence_longer_than_context_is_an_error(tiny_config, tiny_params):
+    too_long = np.zeros((1, tiny_config.n_ctx + 1), np.int32)
+    with pytest.raises(ValueError, match="n_ctx"):
+        GPT(tiny_config).apply({"params": tiny_params}, too_long)
