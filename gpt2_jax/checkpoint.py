@@ -79,13 +79,19 @@ def restore_meta(directory: str | pathlib.Path, step: int | None = None) -> tupl
         raise CheckpointError(f"checkpoint {str(directory)!r} step {step} cannot be read ({type(e).__name__}: {e})") from None
 
 
-def restore(directory: str | pathlib.Path, *, step: int | None = None, opt_state_target: Any | None = None,
-            ) -> tuple[int, TrainConfig, Any, Any | None]:
-    """(step, config, params, opt_state). `opt_state` is restored only when an abstract target
-    is given (training resumes); sampling and export need the parameters alone."""
+def restore(directory: str | pathlib.Path, *, step: int | None = None, params_target: Any | None = None,
+            opt_state_target: Any | None = None) -> tuple[int, TrainConfig, Any, Any | None]:
+    """(step, config, params, opt_state). Targets are abstract trees (ShapeDtypeStructs, with
+    shardings to restore straight onto a mesh; by default params land on one device). The
+    optimizer state is restored only when its target is given (training resumes); sampling
+    and export need the parameters alone."""
     step, _, cfg = restore_meta(directory, step)
     mngr, _ = _open_existing(directory)
-    abstract = jax.eval_shape(lambda: init_params(cfg.model, jax.random.PRNGKey(0)))
+    abstract = params_target
+    if abstract is None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                                          jax.eval_shape(lambda: init_params(cfg.model, jax.random.PRNGKey(0))))
     items = {"params": ocp.args.StandardRestore(abstract)}
     if opt_state_target is not None:
         items["opt_state"] = ocp.args.StandardRestore(opt_state_target)

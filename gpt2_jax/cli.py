@@ -15,13 +15,12 @@ import sys
 def _user_errors() -> tuple[type[Exception], ...]:
     from gpt2_jax.checkpoint import CheckpointError
     from gpt2_jax.config import ConfigError
-    from gpt2_jax.data.prepare import CorpusError
-    from gpt2_jax.data.shards import ShardError
+    from gpt2_jax.data.errors import DataError
     from gpt2_jax.export import ExportError
     from gpt2_jax.sample import SampleError
     from gpt2_jax.tokenizer import TokenizerError
 
-    return (ConfigError, CheckpointError, CorpusError, ShardError, ExportError, SampleError, TokenizerError)
+    return (ConfigError, CheckpointError, DataError, ExportError, SampleError, TokenizerError)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -160,11 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ckpt_dir")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ckpt_info)
+
+    from gpt2_jax.data.cli import add_parser as add_data_parser
+
+    add_data_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `train` takes key=value overrides on either side of its flags (argparse alone stops
+    # collecting positionals at the first flag).
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train" or any(a.startswith("-") for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
     try:
         return args.func(args)
     except _user_errors() as e:

@@ -30,6 +30,7 @@ class ConfigError(ValueError):
 
 
 DTYPES = ("float32", "bfloat16")
+SHARDING_RULES = ("dp", "fsdp", "fsdp_tp")  # defined in sharding.py
 REMAT_POLICIES = ("none", "full", "dots")
 ATTENTION_IMPLS = ("xla",)
 
@@ -100,6 +101,44 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh (data, fsdp, tensor); one axis may be -1 = the devices left over."""
+
+    data: int = 1
+    fsdp: int = -1
+    tensor: int = 1
+    rules: str = "fsdp"  # how parameters and activations map onto the axes (see sharding.py)
+
+    def __post_init__(self):
+        for name in ("data", "fsdp", "tensor"):
+            value = getattr(self, name)
+            _check(value >= 1 or value == -1, f"mesh.{name}={value} must be a positive integer or -1 (the rest)")
+        _check(self.rules in SHARDING_RULES, f"mesh.rules={self.rules!r} is not one of {SHARDING_RULES}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """Multi-process (multi-host) runs through `jax.distributed`. With `auto=true` JAX detects
+    the cluster itself (TPU VMs, SLURM); otherwise give coordinator, num_processes, process_id."""
+
+    coordinator: str = ""  # host:port of process 0; "" and auto=false = a single process
+    num_processes: int = 1
+    process_id: int = 0
+    auto: bool = False
+    timeout_s: int = 300  # how long to wait for every process before failing (no silent hang)
+
+    def __post_init__(self):
+        _check(self.num_processes >= 1, f"distributed.num_processes={self.num_processes} must be >= 1")
+        _check(0 <= self.process_id < self.num_processes,
+               f"distributed.process_id={self.process_id} must be in [0, {self.num_processes})")
+        _check(self.timeout_s >= 1, f"distributed.timeout_s={self.timeout_s} must be >= 1")
+
+    @property
+    def enabled(self) -> bool:
+        return self.auto or bool(self.coordinator)
+
+
+@dataclasses.dataclass(frozen=True)
 class OptimConfig:
     """AdamW with linear warmup and cosine decay, as in GPT-2/GPT-3 style training."""
 
@@ -131,6 +170,8 @@ class TrainConfig:
     model: ModelConfig = dataclasses.field(default_factory=lambda: preset("mini"))
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=50))
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
     steps: int = 600
     seed: int = 0
     batch_size: int = 16  # sequences per optimizer step (global)

@@ -34,6 +34,9 @@ import jax.numpy as jnp
 
 from gpt2_jax.attention import causal_mask, dot_product_attention, reference_attention
 from gpt2_jax.config import ModelConfig
+from gpt2_jax.sharding import constrain
+
+RESIDUAL = ("act_batch", "act_length", "act_embed")  # logical axes of the residual stream [B, T, D]
 
 Cache = dict[str, jax.Array]  # {"k": [L, B, T_max, N, H], "v": [L, B, T_max, N, H]}
 
@@ -65,6 +68,7 @@ class Attention(nn.Module):
         N, H = cfg.n_head, cfg.head_dim
         qkv = nn.Dense(3 * D, dtype=dtype, kernel_init=_weight_init(cfg), name="c_attn")(x)
         q, k, v = jnp.split(qkv.reshape(B, T, 3 * N, H), 3, axis=2)  # each [B, T, N, H]
+        q, k, v = (constrain(t, ("act_batch", "act_length", "act_heads", None)) for t in (q, k, v))
         dropout_rate = 0.0 if self.deterministic else cfg.attn_pdrop
         dropout_rng = self.make_rng("dropout") if dropout_rate > 0 else None
         if layer_cache is None:
@@ -94,6 +98,7 @@ class MLP(nn.Module):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         h = nn.Dense(4 * cfg.n_embd, dtype=dtype, kernel_init=_weight_init(cfg), name="c_fc")(x)
+        h = constrain(h, ("act_batch", "act_length", "act_mlp"))
         h = nn.gelu(h, approximate=True)  # GPT-2's tanh form ("gelu_new" in Hugging Face)
         return nn.Dense(cfg.n_embd, dtype=dtype, kernel_init=_weight_init(cfg, residual=True), name="c_proj")(h)
 
@@ -111,8 +116,8 @@ class Block(nn.Module):
         ln = lambda name: nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype, name=name)
         dropout = nn.Dropout(rate=cfg.resid_pdrop, deterministic=self.deterministic)
         y, new_cache = Attention(cfg, self.deterministic, name="attn")(ln("ln_1")(x), layer_cache, cache_index)
-        x = x + dropout(y)
-        x = x + dropout(MLP(cfg, name="mlp")(ln("ln_2")(x)))
+        x = constrain(x + dropout(y), RESIDUAL)
+        x = constrain(x + dropout(MLP(cfg, name="mlp")(ln("ln_2")(x))), RESIDUAL)
         return x, new_cache
 
 
@@ -146,7 +151,7 @@ class GPT(nn.Module):
         wte = nn.Embed(cfg.n_vocab_padded, cfg.n_embd, dtype=dtype, embedding_init=_embedding_init(cfg.n_vocab), name="wte")
         wpe = nn.Embed(cfg.n_ctx, cfg.n_embd, embedding_init=nn.initializers.normal(stddev=0.02), name="wpe")
         positions = cache_index + jnp.arange(T)
-        x = wte(tokens) + wpe(positions)[None]  # [B, T, D]
+        x = constrain(wte(tokens) + wpe(positions)[None], RESIDUAL)  # [B, T, D]
         x = nn.Dropout(rate=cfg.embd_pdrop, deterministic=deterministic)(x).astype(dtype)
 
         block = Block
@@ -163,10 +168,13 @@ class GPT(nn.Module):
         x, new_cache = layers(cfg, deterministic, name="h")(x, cache, cache_index)
 
         x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype, name="ln_f")(x)
-        logits = wte.attend(x.astype(dtype)).astype(jnp.float32)  # tied output projection
+        # Tied output projection on [B * T, D]: with one contracting dimension the backward
+        # d(wte) = dlogits^T @ x is a plain matmul; on [B, T, D] XLA canonicalizes that dot by first
+        # writing a transposed copy of dlogits [V, B * T] (~7% of a CPU train step).
+        logits = wte.attend(x.astype(dtype).reshape(B * T, -1)).reshape(B, T, -1).astype(jnp.float32)
         real = jnp.arange(cfg.n_vocab_padded) < cfg.n_vocab
         logits = jnp.where(real, logits, jnp.finfo(jnp.float32).min)
-        return logits, new_cache
+        return constrain(logits, ("act_batch", "act_length", "act_vocab")), new_cache
 
 
 def init_params(config: ModelConfig, rng: jax.Array) -> Any:

@@ -56,11 +56,20 @@ def _generate(params, prompt, rng, temperature, top_k, top_p, greedy, *, config:
     cache = init_cache(config, batch, prompt_len + max_new_tokens)
     logits, cache = model.apply({"params": params}, prompt, cache=cache, cache_index=0)
 
+    def sample(logits, key):
+        # Sorting the vocabulary for top-k / top-p is most of a CPU decode step: skip it (and the
+        # random draw, when greedy) at run time with lax.cond, which runs only the branch taken.
+        # Without top-k / top-p, filter_logits is exactly logits / temperature.
+        filtered = jax.lax.cond((top_k > 0) | (top_p < 1.0),
+                                lambda l: filter_logits(l, temperature, top_k, top_p),
+                                lambda l: l / jnp.maximum(temperature, 1e-6), logits)
+        return jax.random.categorical(key, filtered, axis=-1).astype(jnp.int32)
+
     def step(carry, i):
         cache, last_logits, rng = carry
         rng, key = jax.random.split(rng)
-        sampled = jax.random.categorical(key, filter_logits(last_logits, temperature, top_k, top_p), axis=-1)
-        token = jnp.where(greedy, jnp.argmax(last_logits, axis=-1), sampled).astype(jnp.int32)  # [B]
+        token = jax.lax.cond(greedy, lambda l, k: jnp.argmax(l, axis=-1).astype(jnp.int32), sample,
+                             last_logits, key)  # [B]
         logits, cache = model.apply({"params": params}, token[:, None], cache=cache, cache_index=prompt_len + i)
         return (cache, logits[:, -1], rng), token
 

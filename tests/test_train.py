@@ -83,7 +83,7 @@ def test_gradient_accumulation_equals_full_batch():
         tx = optim.make_optimizer(cfg.optim, cfg.steps)
         params = init_params(model, jax.random.PRNGKey(0))
         state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
-        state, metrics = make_train_step(cfg, tx, jax.random.PRNGKey(1))(state, batch)
+        state, metrics = jax.jit(make_train_step(cfg, tx, jax.random.PRNGKey(1)))(state, batch)
         out.append((state, metrics))
     (s1, m1), (s4, m4) = out
     assert float(m1["loss"]) == pytest.approx(float(m4["loss"]), rel=1e-5)

@@ -68,6 +68,8 @@ def main() -> None:
         return optax.apply_updates(p, u), s
 
     step = make_train_step(cfg, tx, rng)
+    if not hasattr(step, "lower"):  # the pure step (train.Trainer jits it with shardings)
+        step = jax.jit(step, donate_argnums=0)
     state = TrainState(jnp.zeros((), jnp.int32), jax.tree_util.tree_map(jnp.copy, params), tx.init(params))  # donated
 
     h = jax.random.normal(rng, (B, T, 4 * D))

@@ -95,6 +95,8 @@ def main() -> None:
     tx = make_optimizer(cfg.optim, cfg.steps)
     state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
     train_step = make_train_step(cfg, tx, jax.random.PRNGKey(args.seed))
+    if not hasattr(train_step, "lower"):  # the pure step (train.Trainer jits it with shardings)
+        train_step = jax.jit(train_step, donate_argnums=0)
 
     rs = np.random.RandomState(args.seed)
     batches = [rs.randint(0, V, size=(B, T + 1)).astype(np.int32) for _ in range(8)]

@@ -5,6 +5,9 @@ Layout: a 1024-byte header of 256 little-endian int32 (header[0] = magic 2024052
 header[1] = version 1, header[2] = number of tokens, the rest zero), then the tokens as
 little-endian uint16. Vocabularies up to 65,536 ids fit (GPT-2 has 50,257).
 
+A shard directory holds `train_*.bin`, `val_*.bin` and `manifest.json` (written last; see
+`gpt2_jax.data.prepare` for its fields).
+
 Shards are written to a temporary name and renamed into place, so a reader never sees a
 half-written shard, and read as memory maps after checking the header against the file size.
 
@@ -14,20 +17,22 @@ References:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pathlib
 
 import numpy as np
 
+from gpt2_jax.data.errors import ShardError
+
+MANIFEST = "manifest.json"
+SHARD_FORMAT = "llmc-uint16-v1"
 MAGIC = 20240520
 VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 MAX_VOCAB = 2**16
-
-
-class ShardError(ValueError):
-    """A shard file is missing, corrupt or holds ids the vocabulary cannot have."""
 
 
 def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> pathlib.Path:
@@ -68,3 +73,31 @@ def read_shard(path: str | os.PathLike) -> np.ndarray:
     if size != HEADER_BYTES + 2 * n:
         raise ShardError(f"shard {str(path)!r} header says {n} tokens but the file holds {(size - HEADER_BYTES) / 2:g}; it is truncated or corrupt")
     return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(n,))
+
+
+def shard_sha256(path: str | os.PathLike) -> str:
+    """sha256 of the whole shard file (header and tokens), as recorded in manifests."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(shard_dir: str | os.PathLike) -> dict:
+    """The manifest of a complete shard directory (prepare writes it last, so a directory without
+    one was never finished)."""
+    path = pathlib.Path(shard_dir) / MANIFEST
+    if not path.is_file():
+        raise ShardError(f"{str(shard_dir)!r} has no {MANIFEST}: not a shard directory, or its preparation did not finish; "
+                         f"create or resume it with `gpt2-jax data prepare --out {shard_dir} ...`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ShardError(f"{str(path)!r} is not valid JSON ({e}); re-create the shard directory") from None
+    if manifest.get("format") != SHARD_FORMAT:
+        raise ShardError(f"{str(path)!r} has format {manifest.get('format')!r}, expected {SHARD_FORMAT!r}")
+    missing = [k for k in ("vocab", "n_vocab", "eot_id", "splits") if k not in manifest]
+    if missing:
+        raise ShardError(f"{str(path)!r} lacks {missing}; re-create the shard directory")
+    return manifest

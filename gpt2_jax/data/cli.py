@@ -1,0 +1,160 @@
+"""`gpt2-jax data prepare|stats|overlap`: the data pipeline's commands.
+
+`add_parser(subparsers)` registers the `data` command on the main `gpt2-jax` parser; every
+sub-command's `func(args)` returns an exit status, and user errors raise `DataError`
+(CorpusError, ShardError) or TokenizerError, which the main command prints as one line.
+Nothing heavy is imported until a sub-command runs (TensorFlow only for `--format tfds`).
+`python -m gpt2_jax.data.cli ...` runs the same commands on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from gpt2_jax.data.clean import Recipe, format_report
+    from gpt2_jax.data.prepare import prepare
+
+    recipe = Recipe(invalid_utf8=args.invalid_utf8, normalize=not args.no_normalize, min_words=args.min_words,
+                    max_chars=args.max_chars, wikipedia_filter=not args.no_wikipedia_filter,
+                    exact_dedup=not args.no_dedup, near_dedup=not (args.no_dedup or args.no_near_dedup),
+                    near_dup_threshold=args.near_dup_threshold, split=args.split, val_fraction=args.val_fraction)
+    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    manifest = prepare(args.input, args.out, args.vocab, format=args.format, recipe=recipe, workers=args.workers,
+                       shard_bytes=max(1, int(args.shard_mb * 2**20)), text_field=args.text_field,
+                       url_field=args.url_field, tfds_data_dir=args.tfds_data_dir, tfds_split=args.tfds_split,
+                       progress=not args.no_progress, say=say)
+    print(format_report(manifest["report"]))
+    _print_splits(manifest)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import pathlib
+
+    from gpt2_jax.data.clean import format_report
+    from gpt2_jax.data.errors import ShardError
+    from gpt2_jax.data.shards import read_manifest, read_shard, shard_sha256
+
+    manifest = read_manifest(args.shards_dir)
+    if args.verify:
+        for split, entry in manifest["splits"].items():
+            for f in entry.get("files", [{"name": n} for n in entry["shards"]]):
+                path = pathlib.Path(args.shards_dir) / f["name"]
+                n = read_shard(path).size  # checks the header against the file size
+                if "tokens" in f and n != f["tokens"]:
+                    raise ShardError(f"shard {str(path)!r} holds {n} tokens, the manifest says {f['tokens']}")
+                if "sha256" in f and shard_sha256(path) != f["sha256"]:
+                    raise ShardError(f"shard {str(path)!r} does not match its checksum in the manifest; re-create it")
+    if args.json:
+        print(json.dumps({k: manifest[k] for k in manifest if k != "prepare_key"}, indent=2))
+        return 0
+    print(f"shards      {args.shards_dir} ({manifest['format']})")
+    print(f"vocab       {manifest['vocab']} (n_vocab {manifest['n_vocab']}, eot {manifest['eot_id']}, "
+          f"fingerprint {manifest.get('vocab_fingerprint')})")
+    if "documents" in manifest:
+        print(f"documents   {manifest['documents']:,}")
+    _print_splits(manifest)
+    if "report" in manifest:
+        print(format_report(manifest["report"]))
+    if args.verify:
+        print("verified    every shard's header, token count and sha256")
+    return 0
+
+
+def cmd_overlap(args: argparse.Namespace) -> int:
+    from gpt2_jax.data.overlap import format_overlap, overlap
+
+    report = overlap(args.train, args.eval, n=args.n, fpr=args.fpr, format=args.format, text_field=args.text_field,
+                     vocab=args.vocab, progress=not args.no_progress)
+    print(json.dumps(report, indent=2) if args.json else format_overlap(report))
+    return 0
+
+
+def _print_splits(manifest: dict) -> None:
+    for split, entry in manifest["splits"].items():
+        docs = f", {entry['documents']:,} documents" if "documents" in entry else ""
+        print(f"{split:<11} {entry['tokens']:,} tokens in {len(entry['shards'])} shard(s){docs}")
+
+
+def add_parser(subparsers) -> None:
+    """Registers `data` (with prepare, stats, overlap) on the main parser's subparsers."""
+    from gpt2_jax.data.readers import FORMATS
+
+    data = subparsers.add_parser("data", help="prepare token shards from a corpus; inspect them; train/eval overlap")
+    sub = data.add_subparsers(dest="data_command", required=True)
+
+    p = sub.add_parser("prepare", help="corpus -> WebText-style cleaning -> token shards + manifest (resumable)")
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                   help="files, folders, JSONL, OpenWebText archives, or TFDS dataset names")
+    p.add_argument("--vocab", default="gpt2", help="'gpt2' or a directory with encoder.json + vocab.bpe")
+    p.add_argument("--out", required=True, metavar="SHARDS_DIR", help="output directory (a rerun resumes it)")
+    p.add_argument("--format", choices=FORMATS, default="auto")
+    p.add_argument("--text-field", default="text", help="JSONL/TFDS field holding the document")
+    p.add_argument("--url-field", default="url", help="JSONL/TFDS field holding the page URL (Wikipedia filter)")
+    p.add_argument("--tfds-data-dir", default=None, help="local TFDS data_dir (nothing is downloaded)")
+    p.add_argument("--tfds-split", default=None, help="one TFDS split (default: all)")
+    p.add_argument("--split", choices=["hash", "tail"], default="hash",
+                   help="hash: by document hash (default); tail: last val-fraction of the token stream")
+    p.add_argument("--val-fraction", type=float, default=0.01)
+    p.add_argument("--invalid-utf8", choices=["error", "drop"], default="error",
+                   help="a document that is not UTF-8 stops the run (default) or is dropped and counted")
+    p.add_argument("--min-words", type=int, default=64, help="drop documents with fewer words")
+    p.add_argument("--max-chars", type=int, default=4_000_000, help="drop documents with more characters")
+    p.add_argument("--near-dup-threshold", type=float, default=0.8, help="MinHash Jaccard estimate to drop")
+    p.add_argument("--no-normalize", action="store_true", help="keep text exactly as read")
+    p.add_argument("--no-wikipedia-filter", action="store_true")
+    p.add_argument("--no-near-dedup", action="store_true", help="exact dedup only")
+    p.add_argument("--no-dedup", action="store_true", help="neither exact nor near dedup")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core; 1 = in-process)")
+    p.add_argument("--shard-mb", type=float, default=400.0, help="text per shard in MiB (400 = about 100M tokens)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no stage messages on stderr")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("stats", help="documents, tokens and per-stage counts of a shard directory")
+    p.add_argument("shards_dir", metavar="SHARDS_DIR")
+    p.add_argument("--verify", action="store_true", help="also check every shard's size and sha256")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("overlap", help="fraction of each eval set's 8-grams found in the training shards (Bloom filter)")
+    p.add_argument("--train", required=True, metavar="SHARDS_DIR")
+    p.add_argument("--eval", nargs="+", required=True, metavar="PATH", help="one evaluation set per PATH")
+    p.add_argument("--n", type=int, default=8, help="n-gram length in words")
+    p.add_argument("--fpr", type=float, default=1e-8, help="Bloom filter false-positive rate bound")
+    p.add_argument("--format", choices=[f for f in FORMATS if f != "tfds"], default="auto")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--vocab", default=None, help="vocabulary to decode the shards (default: the manifest's)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_overlap)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    from gpt2_jax.data.errors import DataError
+    from gpt2_jax.tokenizer import TokenizerError
+
+    return (DataError, TokenizerError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpt2-jax")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,38 @@
+# Shared by the tpu_setup scripts: settings from the environment and a dry-run aware runner.
+# Source it; do not run it. Every script accepts --dry-run (or DRY_RUN=1): print each command
+# instead of running it, so the exact commands can be reviewed (and are checked by tests).
+
+set -euo pipefail
+
+TPU_NAME="${TPU_NAME:-gpt2-jax}"
+TPU_ZONE="${TPU_ZONE:-us-central2-b}"
+TPU_PROJECT="${TPU_PROJECT:-}"
+TPU_TYPE="${TPU_TYPE:-v4-32}"                        # accelerator type: v4-8 is one host, v4-32 four
+TPU_RUNTIME="${TPU_RUNTIME:-tpu-ubuntu2204-base}"
+REPO_URL="${REPO_URL:-}"                             # git URL of your gpt2_jax checkout (install.sh)
+REPO_REF="${REPO_REF:-main}"
+DRY_RUN="${DRY_RUN:-0}"
+
+for arg in "$@"; do
+  [[ "$arg" == "--dry-run" ]] && DRY_RUN=1
+done
+
+project_flag() {
+  [[ -n "$TPU_PROJECT" ]] && printf -- '--project=%s' "$TPU_PROJECT"
+  return 0
+}
+
+# run CMD...: print it (shell-quoted) when dry-running, else run it.
+run() {
+  if [[ "$DRY_RUN" == "1" ]]; then
+    printf '%q ' "$@" | sed 's/ $//'
+    printf '\n'
+  else
+    "$@"
+  fi
+}
+
+# on_all_workers 'shell command': the same command on every host of the slice, in parallel.
+on_all_workers() {
+  run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$TPU_ZONE" $(project_flag) --worker=all --command="$1"
+}
