@@ -33,7 +33,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gpt2_jax import sample, train
     from gpt2_jax.tokenizer import load_tokenizer
 
+    if args.compile_only:
+        report = train.compile_only(cfg)
+        if args.json:
+            print(json.dumps(report))
+        return 0
     result = train.train(cfg, progress=not args.no_progress)
+    import jax
+
+    if jax.process_index() != 0:
+        return 0
     print("\n== report ==")
     print(f"steps trained      {result.step} (workdir {cfg.workdir})")
     print(f"final train loss   {result.loss if result.loss is None else f'{result.loss:.4f}'}")
@@ -42,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"throughput         {result.tokens_per_sec:,.0f} tokens/s ({result.seconds:.0f} s wall)")
     print(f"checkpoint         {cfg.workdir}/checkpoints/{result.step}")
     print(f"metrics            {cfg.workdir}/metrics.jsonl, {cfg.workdir}/tensorboard/")
-    if cfg.sample_prompt and cfg.sample_tokens:
+    if cfg.sample_prompt and cfg.sample_tokens and jax.process_count() == 1 and result.stopped is None:
         tok = load_tokenizer("gpt2")
         prompt = tok.encode(cfg.sample_prompt, allow_special=True)
         budget = min(cfg.sample_tokens, cfg.model.n_ctx - len(prompt))
@@ -90,7 +99,12 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from gpt2_jax import checkpoint, export
 
-    _, cfg, params, _ = checkpoint.restore(checkpoint.resolve_dir(args.ckpt_dir))
+    directory = checkpoint.resolve_dir(args.ckpt_dir)
+    if args.format == "params":
+        step, path = checkpoint.export_params(directory, args.out, step=args.step)
+        print(f"exported {args.ckpt_dir} step {step} -> {path} (params-only checkpoint, no optimizer state)")
+        return 0
+    _, cfg, params, _ = checkpoint.restore(directory, step=args.step)
     path = export.save_hf_dir(args.out, cfg.model, params)
     print(f"exported {args.ckpt_dir} -> {path} (Hugging Face GPT2LMHeadModel, safetensors)")
     return 0
@@ -101,10 +115,12 @@ def cmd_ckpt_info(args: argparse.Namespace) -> int:
     from gpt2_jax.model import count_params
 
     directory = checkpoint.resolve_dir(args.ckpt_dir)
-    step, cfg, params, _ = checkpoint.restore(directory)
+    step, cfg, params, _ = checkpoint.restore(directory, step=args.step)
     _, meta, _ = checkpoint.restore_meta(directory, step)
     info = {
         "step": step,
+        "steps": checkpoint.step_summaries(directory),
+        "state": {k: meta[k] for k in ("skipped_steps", "eval_loss", "rng", "data") if k in meta},
         "parameters": count_params(params, cfg.model),
         "checksum": checkpoint.params_checksum(params),
         "vocab": meta.get("vocab"),
@@ -113,7 +129,9 @@ def cmd_ckpt_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        print(f"step        {info['step']}")
+        print(f"step        {info['step']} (complete steps: "
+              + ", ".join(f"{s['step']}" + (f" eval {s['eval_loss']:.4f}" if s["eval_loss"] is not None else "")
+                          for s in info["steps"]) + ")")
         print(f"parameters  {info['parameters']:,}")
         print(f"checksum    sha256:{info['checksum']}")
         print(f"vocab       {info['vocab']}")
@@ -129,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="[EXPERIMENT.py] key=value",
                    help="an experiment file with get_config(), then overrides such as steps=100 model=tiny")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument("--compile-only", action="store_true",
+                   help="lower and compile the train step for the current devices; print per-device memory and FLOPs")
+    p.add_argument("--json", action="store_true", help="with --compile-only: also print the report as JSON")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate text from a checkpoint")
@@ -151,12 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a checkpoint in another framework's format")
     p.add_argument("ckpt_dir")
-    p.add_argument("--format", choices=["hf"], required=True, help="hf = GPT2LMHeadModel.save_pretrained layout")
+    p.add_argument("--format", choices=["hf", "params"], required=True,
+                   help="hf = GPT2LMHeadModel.save_pretrained layout; params = params-only checkpoint (for sampling)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     p.add_argument("--out", required=True, help="new output directory")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("ckpt-info", help="step, config, parameter count and checksum of a checkpoint")
     p.add_argument("ckpt_dir")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ckpt_info)
 

@@ -33,6 +33,7 @@ DTYPES = ("float32", "bfloat16")
 SHARDING_RULES = ("dp", "fsdp", "fsdp_tp")  # defined in sharding.py
 REMAT_POLICIES = ("none", "full", "dots")
 ATTENTION_IMPLS = ("xla",)
+NAN_POLICIES = ("skip", "stop")  # what the loop does after a non-finite loss or gradient
 
 
 def _check(ok: bool, message: str) -> None:
@@ -180,17 +181,22 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 8
     ckpt_every: int = 200  # 0 = only at the end
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # the newest N checkpoints are kept
+    keep_best: int = 0  # also keep the N checkpoints with the lowest eval loss (checkpoint steps are then evaluated)
+    nan_policy: str = "skip"  # non-finite loss or gradients: "skip" the update (and count it) or "stop" the run
+    nan_skip_limit: int = 20  # with nan_policy=skip: stop after this many non-finite steps in a row
     sample_prompt: str = "ROMEO:"  # printed after training; "" skips the sample
     sample_tokens: int = 64
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_batches", "keep_checkpoints"):
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_batches", "keep_checkpoints",
+                     "nan_skip_limit"):
             value = getattr(self, name)
             _check(value >= 1, f"{name}={value} must be a positive integer")
-        for name in ("eval_every", "ckpt_every", "sample_tokens"):
+        for name in ("eval_every", "ckpt_every", "sample_tokens", "keep_best"):
             value = getattr(self, name)
             _check(value >= 0, f"{name}={value} must be >= 0 (0 disables)")
+        _check(self.nan_policy in NAN_POLICIES, f"nan_policy={self.nan_policy!r} is not one of {NAN_POLICIES}")
         _check(
             self.batch_size % self.grad_accum == 0,
             f"batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum}",

@@ -7,7 +7,7 @@ global-norm clipping at 1.0, AdamW update (betas 0.9/0.95, eps 1e-8, weight deca
 matrices and embeddings only, constant lr). Both are warmed up, then timed in interleaved rounds
 (A B A B ...) so machine noise hits both alike. The table reports the median round.
 
-    .venv/bin/python experiments/benchmarks/train_step_cpu.py [--rounds 4] [--steps 3]
+    .venv/bin/python experiments/benchmarks/train_step_cpu.py [--rounds 4] [--steps 2] [--unrolled]
 
 XLA flags are read from the XLA_FLAGS environment variable as usual (printed in the header).
 """
@@ -15,6 +15,7 @@ XLA flags are read from the XLA_FLAGS environment variable as usual (printed in 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -37,13 +38,16 @@ def cpu_model() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds per implementation")
-    ap.add_argument("--steps", type=int, default=3, help="optimizer steps per round")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per implementation (after compile)")
+    ap.add_argument("--steps", type=int, default=2, help="optimizer steps per round")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps per implementation (after compile)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--hf-attn", default="sdpa", help="HF attn_implementation (sdpa is the transformers default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--unrolled", action="store_true",
+                    help="also time our step with model.scan_layers=False (same parameters, layers unrolled)")
     args = ap.parse_args()
+    load_start = os.getloadavg()
 
     import jax
     import jax.numpy as jnp
@@ -93,10 +97,20 @@ def main() -> None:
     state_dict = {k: v.detach().numpy().copy() for k, v in hf.state_dict().items()}
     params = jax.tree_util.tree_map(jnp.asarray, hf_state_to_params(state_dict, model_cfg))
     tx = make_optimizer(cfg.optim, cfg.steps)
-    state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
-    train_step = make_train_step(cfg, tx, jax.random.PRNGKey(args.seed))
-    if not hasattr(train_step, "lower"):  # the pure step (train.Trainer jits it with shardings)
-        train_step = jax.jit(train_step, donate_argnums=0)
+
+    def jitted_step(cfg):
+        step = make_train_step(cfg, tx, jax.random.PRNGKey(args.seed))
+        if not hasattr(step, "lower"):  # the pure step (train.Trainer jits it with shardings)
+            step = jax.jit(step, donate_argnums=0)
+        return step
+
+    ours_cfgs = {"ours": cfg}
+    if args.unrolled:
+        ours_cfgs["ours_unrolled"] = dataclasses.replace(cfg, model=dataclasses.replace(model_cfg, scan_layers=False))
+    ours = {}  # name -> [jitted step, state, steps taken]
+    for name, c in ours_cfgs.items():
+        p = jax.tree_util.tree_map(jnp.copy, params)  # each state is donated to its own step
+        ours[name] = [jitted_step(c), TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)), 0]
 
     rs = np.random.RandomState(args.seed)
     batches = [rs.randint(0, V, size=(B, T + 1)).astype(np.int32) for _ in range(8)]
@@ -106,82 +120,91 @@ def main() -> None:
 
     # sanity: same weights -> same deterministic loss
     eval_loss = jax.jit(lambda p, b: cross_entropy(GPT(model_cfg).apply({"params": p}, b[:, :-1])[0], b[:, 1:]))
-    ours0 = float(eval_loss(state.params, jax_batches[0]))
+    ours0 = float(eval_loss(params, jax_batches[0]))
     hf.eval()
     with torch.no_grad():
         x, y = torch_batches[0]
         hf0 = float(torch.nn.functional.cross_entropy(hf(input_ids=x).logits.flatten(0, 1), y.flatten()))
     hf.train()
 
-    def hf_step(i: int) -> float:
-        x, y = torch_batches[i % len(torch_batches)]
+    hf_steps = [0]
+
+    def hf_step() -> float:
+        x, y = torch_batches[hf_steps[0] % len(torch_batches)]
+        hf_steps[0] += 1
         opt.zero_grad(set_to_none=True)
         logits = hf(input_ids=x).logits
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(hf.parameters(), clip)
         opt.step()
-        return loss
+        return float(loss.detach())
 
-    counter = {"ours": 0, "hf": 0}
+    def our_step(name: str) -> dict:
+        entry = ours[name]
+        entry[1], metrics = entry[0](entry[1], jax_batches[entry[2] % len(jax_batches)])
+        entry[2] += 1
+        return metrics
 
-    def run_ours(n: int) -> float:
-        nonlocal state
+    def run(name: str, n: int) -> float:
         t0 = time.perf_counter()
-        for _ in range(n):
-            state, metrics = train_step(state, jax_batches[counter["ours"] % len(jax_batches)])
-            counter["ours"] += 1
-        jax.block_until_ready((state, metrics))
+        if name == "hf":
+            for _ in range(n):
+                hf_step()
+        else:
+            for _ in range(n):
+                metrics = our_step(name)
+            jax.block_until_ready(metrics)
         return time.perf_counter() - t0
 
-    def run_hf(n: int) -> float:
+    compile_s, first_loss = {}, {}
+    for name in ours:
         t0 = time.perf_counter()
-        for _ in range(n):
-            hf_step(counter["hf"])
-            counter["hf"] += 1
-        return time.perf_counter() - t0
+        first_loss[name] = float(our_step(name)["loss"])
+        compile_s[name] = time.perf_counter() - t0
+    first_loss["hf"] = hf_step()
+    names = [*ours, "hf"]
+    for name in names:
+        run(name, args.warmup)
 
-    t0 = time.perf_counter()
-    state, metrics = train_step(state, jax_batches[0])
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - t0
-    first_loss_ours = float(metrics["loss"])
-    first_loss_hf = float(hf_step(0))
-    run_ours(args.warmup)
-    run_hf(args.warmup)
-
-    times = {"ours": [], "hf": []}
+    times = {name: [] for name in names}
     for r in range(args.rounds):
-        order = (("ours", run_ours), ("hf", run_hf)) if r % 2 == 0 else (("hf", run_hf), ("ours", run_ours))
-        for name, fn in order:
-            times[name].append(fn(args.steps) / args.steps)
-    final_loss_ours = float(train_step(state, jax_batches[0])[1]["loss"])  # (state donated; not reused)
+        for name in (names if r % 2 == 0 else names[::-1]):
+            times[name].append(run(name, args.steps) / args.steps)
+    last_loss = {name: float(our_step(name)["loss"]) for name in ours}
+    load_end = os.getloadavg()
 
     n_params = sum(p.numel() for p in hf.parameters())
     print(f"# train_step_cpu  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
-    print(f"machine: {cpu_model()}, {os.cpu_count()} logical cores, affinity {len(os.sched_getaffinity(0))}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} logical cores, affinity {len(os.sched_getaffinity(0))}; "
+          f"load average (1 min) {load_start[0]:.1f} at start, {load_end[0]:.1f} at end")
     print(f"jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} device), "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}")
-    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')!r}")
+    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')!r}  "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
     print(f"model: L={model_cfg.n_layer} D={model_cfg.n_embd} N={model_cfg.n_head} T={T} B={B} V={V} "
           f"(ours padded to {model_cfg.n_vocab_padded}), {n_params:,} params, dropout 0.1, float32")
-    print(f"HF attn_implementation={hf.config._attn_implementation}, torch AdamW {fused}; "
-          f"our first-step compile {compile_s:.1f}s")
+    print(f"HF attn_implementation={hf.config._attn_implementation}, torch AdamW {fused}; our first step "
+          f"(compile): " + ", ".join(f"{k} {v:.1f}s" for k, v in compile_s.items()))
     print(f"same weights check (deterministic loss, batch 0): ours {ours0:.5f}  HF {hf0:.5f}  |diff| {abs(ours0 - hf0):.2e}")
-    print(f"first train-step loss: ours {first_loss_ours:.4f}  HF {first_loss_hf:.4f}; "
-          f"ours after {counter['ours'] + 1} steps: {final_loss_ours:.4f}")
+    print("first train-step loss: " + ", ".join(f"{k} {v:.4f}" for k, v in first_loss.items())
+          + "; after all steps: " + ", ".join(f"{k} {v:.4f} (step {ours[k][2]})" for k, v in last_loss.items()))
     print(f"timing: {args.warmup} warmup steps each, then {args.rounds} interleaved rounds x {args.steps} steps; "
           f"median round")
     print()
     med = {k: statistics.median(v) for k, v in times.items()}
+    labels = {"ours": "gpt2_jax make_train_step (jit)",
+              "ours_unrolled": "gpt2_jax make_train_step (jit), scan_layers=False",
+              "hf": "HF GPT2LMHeadModel + torch AdamW"}
     print("| impl | tokens/s | ms/step | ms/step per round | ratio ours/HF |")
     print("|---|---:|---:|---|---:|")
-    for name, label in (("ours", "gpt2_jax make_train_step (jit)"), ("hf", "HF GPT2LMHeadModel + torch AdamW")):
+    for name in names:
         rounds = ", ".join(f"{1000 * t:.0f}" for t in times[name])
-        ratio = med["hf"] / med[name]
-        print(f"| {label} | {tokens_per_step / med[name]:,.0f} | {1000 * med[name]:.0f} | {rounds} | {ratio:.2f} |")
+        print(f"| {labels[name]} | {tokens_per_step / med[name]:,.0f} | {1000 * med[name]:.0f} | {rounds} | "
+              f"{med['hf'] / med[name]:.2f} |")
     print()
-    print(f"ratio ours/HF (tokens/s): {med['hf'] / med['ours']:.2f}x")
+    for name in ours:
+        print(f"ratio {name}/HF (tokens/s): {med['hf'] / med[name]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,64 @@
+"""The tpu_setup scripts in --dry-run mode print exactly the commands they would run."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shlex
+import subprocess
+
+
+SETUP = pathlib.Path(__file__).parent.parent / "tpu_setup"
+ENV = {"TPU_NAME": "exp1", "TPU_ZONE": "us-central2-b", "TPU_TYPE": "v4-32", "TPU_PROJECT": "proj",
+       "REPO_URL": "https://example.org/gpt2_jax.git"}
+
+
+def dry_run(script: str, *args: str, env: dict | None = None) -> list[list[str]]:
+    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("TPU_")}, **ENV, **(env or {})}
+    out = subprocess.run(["bash", str(SETUP / script), "--dry-run", *args], env=full_env,
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return [shlex.split(line) for line in out.splitlines() if line and not line.startswith("#")]
+
+
+def test_create_queues_the_slice():
+    (create, describe) = dry_run("create.sh", "--spot")
+    assert create == ["gcloud", "compute", "tpus", "queued-resources", "create", "exp1", "--node-id=exp1",
+                      "--zone=us-central2-b", "--project=proj", "--accelerator-type=v4-32",
+                      "--runtime-version=tpu-ubuntu2204-base", "--spot"]
+    assert describe[:5] == ["gcloud", "compute", "tpus", "queued-resources", "describe"]
+
+
+def test_install_runs_on_every_worker():
+    (cmd,) = dry_run("install.sh")
+    assert cmd[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "exp1"] and "--worker=all" in cmd
+    remote = cmd[-1].removeprefix("--command=")
+    assert "git clone https://example.org/gpt2_jax.git" in remote and "pip install -q -e . 'jax[tpu]'" in remote
+
+
+def test_install_without_repo_url_is_an_error():
+    proc = subprocess.run(["bash", str(SETUP / "install.sh"), "--dry-run"], capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"]}, timeout=30)
+    assert proc.returncode == 2 and "set REPO_URL" in proc.stderr
+
+
+def test_launch_passes_overrides_and_auto_distributed():
+    (cmd,) = dry_run("launch.sh", "experiments/gpt2_124m_openwebtext.py", "data.path=gs://bucket/owt")
+    assert "--worker=all" in cmd
+    remote = shlex.split(cmd[-1].removeprefix("--command="))
+    assert remote[:5] == ["cd", "gpt2_jax", "&&", "nohup", "~/venv/bin/gpt2-jax"]
+    assert remote[5:10] == ["train", "experiments/gpt2_124m_openwebtext.py", "data.path=gs://bucket/owt",
+                            "distributed.auto=true", "--no-progress"]
+
+
+def test_logs_and_teardown():
+    (logs,) = dry_run("logs.sh", "--worker=3")
+    assert "--worker=3" in logs and logs[-1] == "--command=tail -n 200 -f ~/train.log"
+    (teardown,) = dry_run("teardown.sh")
+    assert teardown[:6] == ["gcloud", "compute", "tpus", "queued-resources", "delete", "exp1"] and "--quiet" in teardown
+
+
+def test_slurm_script_dry_run():
+    out = subprocess.run(["bash", str(SETUP / "slurm_gpu.sbatch"), "--dry-run", "exp.py", "steps=10"],
+                         capture_output=True, text=True, check=True, timeout=30, env={**os.environ, "VENV": "/opt/venv"})
+    assert shlex.split(out.stdout) == ["srun", "--kill-on-bad-exit=1", "/opt/venv/bin/gpt2-jax", "train", "exp.py",
+                                       "steps=10", "distributed.auto=true", "--no-progress"]
