@@ -49,6 +49,24 @@ def reference_attention(
     return jnp.einsum("bnqk,bknh->bqnh", probs.astype(v.dtype), v)
 
 
+def single_query_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """`reference_attention` (no dropout) for one query position, q[B, 1, N, H], written as
+    broadcast multiply-and-sum over k, v[B, Tk, N, H] in their stored layout. Same math; but the
+    batched-matmul form makes XLA:CPU transpose the whole KV cache to [B, N, Tk, H] at every
+    decoding step, which costs more than the attention itself. `mask` broadcasts to [B, N, 1, Tk]."""
+    if q.shape[1] != 1:
+        raise ValueError(f"single_query_attention takes one query position, got q of shape {q.shape}")
+    head_dim = q.shape[-1]
+    scores = jnp.sum(q.astype(jnp.float32) * k.astype(jnp.float32), axis=-1)  # [B, Tk, N]
+    scores = scores * (1.0 / jnp.sqrt(jnp.float32(head_dim)))
+    if mask is not None:
+        mask = jnp.broadcast_to(mask, (*mask.shape[:-2], 1, k.shape[1]))  # [.., N or 1, 1, Tk]
+        scores = jnp.where(jnp.swapaxes(mask[..., 0, :], -1, -2), scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=1)  # over Tk
+    out = jnp.sum(probs[..., None] * v.astype(jnp.float32), axis=1, keepdims=True)  # [B, 1, N, H]
+    return out.astype(v.dtype)
+
+
 def dot_product_attention(
     q: jax.Array,
     k: jax.Array,

@@ -86,6 +86,7 @@ class _Manager(ocp.CheckpointManager):
 
     def __init__(self, directory: pathlib.Path, options: ocp.CheckpointManagerOptions):
         self._saving_step: int | None = None
+        self._staging: dict[tuple[str, str], np.ndarray] = {}
         if not options.read_only:
             options.async_options = ocp.AsyncOptions(post_finalization_callback=self._write_checksums)
         super().__init__(directory, options=options, item_names=ITEMS)
@@ -97,6 +98,40 @@ class _Manager(ocp.CheckpointManager):
         self._saving_step = int(step)
         return super().save(step, *args, **kwargs)
 
+    def stage(self, item: str, tree: Any) -> Any:
+        """CPU backend: `tree`'s arrays copied into host buffers that this manager keeps between
+        saves, handed to Orbax as jax.Arrays that alias them.
+
+        On CPU, device memory is host memory and Orbax saves jax.Arrays without copying them;
+        the loop's next step, which donates those very buffers, then waits until the background
+        write has finished (seconds for GPT-2 124M here; experiments/benchmarks/RESULTS.md). A
+        memcpy into buffers that already exist (no page faults after the first save) costs a
+        fraction of that. The buffers are 64-byte aligned so that `device_put` wraps them
+        without a copy. Accelerators are left alone (Orbax copies device-to-host into new host
+        memory), and so are arrays spread over several processes. Call only when no save is in
+        flight: the buffers are reused."""
+
+        def one(path, x):
+            if not isinstance(x, jax.Array) or not x.is_fully_addressable or \
+                    any(d.platform != "cpu" for d in x.sharding.device_set):
+                return x
+            name, buffers = jax.tree_util.keystr(path), {}
+            shards = sorted(x.addressable_shards, key=lambda s: s.replica_id)  # copy each block once
+            for shard in shards:
+                index = tuple((i.start, i.stop, i.step) for i in shard.index)
+                if index not in buffers:
+                    key = (item, name, index)
+                    buf = self._staging.get(key)
+                    if buf is None or buf.shape != shard.data.shape or buf.dtype != shard.data.dtype:
+                        buf = self._staging[key] = _aligned_empty(shard.data.shape, shard.data.dtype)
+                    np.copyto(buf, np.asarray(shard.data))
+                    buffers[index] = buf
+            arrays = [jax.device_put(buffers[tuple((i.start, i.stop, i.step) for i in s.index)], s.device)
+                      for s in x.addressable_shards]
+            return jax.make_array_from_single_device_arrays(x.shape, x.sharding, arrays)
+
+        return jax.tree_util.tree_map_with_path(one, tree)
+
     def _write_checksums(self) -> None:
         """Runs in Orbax's background thread on the primary process, after every item is written
         and before the step directory is renamed (committed)."""
@@ -105,6 +140,14 @@ class _Manager(ocp.CheckpointManager):
             return
         candidates = sorted(directory.glob(f"{step}{_TMP_MARK}*")) or [directory / str(step)]
         write_checksums(candidates[-1])
+
+
+def _aligned_empty(shape: tuple, dtype, align: int = 64) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    offset = (-raw.ctypes.data) % align
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
 def manager(directory: str | pathlib.Path, *, keep: int = 3, keep_best: int = 0,
@@ -128,17 +171,21 @@ def manager(directory: str | pathlib.Path, *, keep: int = 3, keep_best: int = 0,
 
 def save(mngr: ocp.CheckpointManager, step: int, cfg: TrainConfig, params: Any, opt_state: Any | None,
          extra_meta: dict | None = None, *, eval_loss: float | None = None) -> None:
-    """Starts an asynchronous save of `step`; call `mngr.wait_until_finished()` before exit.
-    A failure of this save or of the previous one (e.g. a full disk) raises CheckpointError
-    naming the newest complete step."""
+    """Starts an asynchronous save of `step`; call `wait(mngr)` (or `mngr.wait_until_finished()`)
+    before exit. A failure of this save's start or of the previous save (e.g. a full disk)
+    raises CheckpointError naming the newest complete step."""
     meta = {"format": META_FORMAT, "step": int(step), "config": to_dict(cfg), **(extra_meta or {})}
     if eval_loss is not None:
         meta["eval_loss"] = float(eval_loss)
-    items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta)}
-    if opt_state is not None:
-        items["opt_state"] = ocp.args.StandardSave(opt_state)
     metrics = {"eval_loss": float(eval_loss)} if eval_loss is not None else None
     try:
+        mngr.wait_until_finished()  # the previous save: its failure is reported here, its buffers reused
+        if isinstance(mngr, _Manager):
+            params = mngr.stage("params", params)
+            opt_state = None if opt_state is None else mngr.stage("opt_state", opt_state)
+        items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta)}
+        if opt_state is not None:
+            items["opt_state"] = ocp.args.StandardSave(opt_state)
         mngr.save(int(step), args=ocp.args.Composite(**items), metrics=metrics, force=True)
     except Exception as e:
         raise _save_failed(mngr, step, e) from e
@@ -153,6 +200,10 @@ def wait(mngr: ocp.CheckpointManager, step: int | None = None) -> None:
 
 
 def _save_failed(mngr: ocp.CheckpointManager, step: int | None, error: Exception) -> CheckpointError:
+    # Orbax dropped the steps it meant to delete from its list when the save started; they are
+    # still on disk (deletion waits for the new step, which failed). Re-read the directory so a
+    # later successful save applies the retention policy to them again.
+    mngr.reload()
     steps = finalized_steps(str(mngr.directory))
     newest = f"step {steps[-1]}" if steps else "none"
     what = "a save" if step is None else f"step {step} (or the save before it)"

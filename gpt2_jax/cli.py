@@ -24,6 +24,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import pathlib
+
     from gpt2_jax.config import TrainConfig, apply_overrides, load_experiment
 
     rest = list(args.overrides)
@@ -52,7 +54,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"checkpoint         {cfg.workdir}/checkpoints/{result.step}")
     print(f"metrics            {cfg.workdir}/metrics.jsonl, {cfg.workdir}/tensorboard/")
     if cfg.sample_prompt and cfg.sample_tokens and jax.process_count() == 1 and result.stopped is None:
-        tok = load_tokenizer("gpt2")
+        from gpt2_jax import checkpoint
+
+        _, meta, _ = checkpoint.restore_meta(pathlib.Path(cfg.workdir) / "checkpoints")
+        tok = load_tokenizer(meta.get("vocab", "gpt2"))
         prompt = tok.encode(cfg.sample_prompt, allow_special=True)
         budget = min(cfg.sample_tokens, cfg.model.n_ctx - len(prompt))
         ids = sample.generate(result.params, cfg.model, prompt, max_new_tokens=budget, temperature=0.8, top_k=200, seed=cfg.seed)
@@ -185,8 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ckpt_info)
 
     from gpt2_jax.data.cli import add_parser as add_data_parser
+    from gpt2_jax.tokenizer.cli import add_parser as add_tokenizer_parser
 
     add_data_parser(sub)
+    add_tokenizer_parser(sub)
     return parser
 
 

@@ -96,9 +96,19 @@ class DataConfig:
 
     path: str = ""  # a shard directory (train_*.bin, val_*.bin); "" = bundled corpus, tokenized on first use
     seq_len: int = 0  # tokens per training example; 0 = model.n_ctx
+    # Vocabulary for the bundled corpus: "gpt2" (the official one) or "bbpe:N" (learn an N-token
+    # byte-level BPE on the corpus' training part first, as the paper does for its data).
+    vocab: str = "gpt2"
 
     def __post_init__(self):
         _check(self.seq_len >= 0, f"data.seq_len={self.seq_len} must be >= 0 (0 means model.n_ctx)")
+        ok = self.vocab == "gpt2" or (self.vocab.startswith("bbpe:") and self.vocab[5:].isdigit()
+                                      and 257 <= int(self.vocab[5:]) <= 65536)
+        _check(ok, f"data.vocab={self.vocab!r} must be 'gpt2' or 'bbpe:N' with 257 <= N <= 65536 (e.g. bbpe:4096)")
+
+    @property
+    def bbpe_size(self) -> int | None:
+        return int(self.vocab[5:]) if self.vocab.startswith("bbpe:") else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,8 +178,9 @@ class TrainConfig:
     """One training run. The defaults are the bundled CPU demo (`gpt2-jax train`)."""
 
     workdir: str = "runs/demo"
-    model: ModelConfig = dataclasses.field(default_factory=lambda: preset("mini"))
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    # The demo: `mini` with its own 4096-token BBPE learnt on tiny Shakespeare (see README).
+    model: ModelConfig = dataclasses.field(default_factory=lambda: dataclasses.replace(preset("mini"), n_vocab=4096))
+    data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(vocab="bbpe:4096"))
     optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=50))
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)

@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gpt2_jax.attention import causal_mask, dot_product_attention, reference_attention
+from gpt2_jax.attention import causal_mask, dot_product_attention, reference_attention, single_query_attention
 from gpt2_jax.config import ModelConfig
 from gpt2_jax.sharding import constrain
 
@@ -79,12 +79,22 @@ class Attention(nn.Module):
         else:
             # Write this chunk's keys/values at cache_index, attend over the whole buffer; slots
             # not yet written lie after every query position, so the causal mask hides them.
-            k_all = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(layer_cache["k"].dtype), (0, cache_index, 0, 0))
-            v_all = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(layer_cache["v"].dtype), (0, cache_index, 0, 0))
-            mask = causal_mask(cache_index + jnp.arange(T), jnp.arange(k_all.shape[1]))[None, None]
-            y = reference_attention(q, k_all.astype(dtype), v_all.astype(dtype), mask,
-                                    dropout_rate=dropout_rate, dropout_rng=dropout_rng)
-            new_cache = {"k": k_all, "v": v_all}
+            mask = causal_mask(cache_index + jnp.arange(T), jnp.arange(layer_cache["k"].shape[1]))[None, None]
+            if T == 1 and dropout_rate == 0.0:  # a decoding step
+                # The same k_all, v_all as a select: it fuses into the attention's loops, which then
+                # read the cache in place instead of copying it (dynamic_update_slice) every step.
+                here = (jnp.arange(layer_cache["k"].shape[1]) == cache_index)[None, :, None, None]
+                k_all = jnp.where(here, k.astype(layer_cache["k"].dtype), layer_cache["k"])
+                v_all = jnp.where(here, v.astype(layer_cache["v"].dtype), layer_cache["v"])
+                y = single_query_attention(q, k_all.astype(dtype), v_all.astype(dtype), mask)
+            else:
+                k_all = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(layer_cache["k"].dtype), (0, cache_index, 0, 0))
+                v_all = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(layer_cache["v"].dtype), (0, cache_index, 0, 0))
+                y = reference_attention(q, k_all.astype(dtype), v_all.astype(dtype), mask,
+                                        dropout_rate=dropout_rate, dropout_rng=dropout_rng)
+            # Only this chunk's keys/values leave the layer; GPT writes them into the whole cache
+            # at once, so the layer scan stacks [B, T, N, H] chunks, not copies of the cache.
+            new_cache = {"k": k.astype(layer_cache["k"].dtype), "v": v.astype(layer_cache["v"].dtype)}
         y = y.reshape(B, T, D)
         y = nn.Dense(D, dtype=dtype, kernel_init=_weight_init(cfg, residual=True), name="c_proj")(y)
         return y, new_cache
@@ -165,9 +175,17 @@ class GPT(nn.Module):
             length=cfg.n_layer,
             unroll=1 if cfg.scan_layers else cfg.n_layer,
         )
-        x, new_cache = layers(cfg, deterministic, name="h")(x, cache, cache_index)
+        x, new_kv = layers(cfg, deterministic, name="h")(x, cache, cache_index)
+        new_cache = None
+        if cache is not None:  # new_kv[name]: [L, B, T, N, H], written in place at cache_index
+            new_cache = {name: jax.lax.dynamic_update_slice(cache[name], new_kv[name], (0, 0, cache_index, 0, 0))
+                         for name in cache}
 
         x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype, name="ln_f")(x)
+        if cache is not None:
+            # Decoding: XLA:CPU fuses ln_f into its matrix-vector loop for the head and so
+            # recomputes it for each of the V outputs (~2x the cost of the head); materialize it.
+            x = jax.lax.optimization_barrier(x)
         # Tied output projection on [B * T, D]: with one contracting dimension the backward
         # d(wte) = dlogits^T @ x is a plain matmul; on [B, T, D] XLA canonicalizes that dot by first
         # writing a transposed copy of dlogits [V, B * T] (~7% of a CPU train step).

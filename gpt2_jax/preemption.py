@@ -48,7 +48,7 @@ class StopRequest:
 
     The loop calls `should_stop(step)` after every step (on every process, with the same step);
     `reason` names what asked to stop and `signal_step` is the last step boundary the loop had
-    passed when the signal arrived."""
+    passed when a signal arrived (None for the multi-host sync point)."""
 
     def __init__(self):
         self.reason: str | None = None
@@ -92,7 +92,7 @@ class StopRequest:
             from jax.experimental import multihost_utils
 
             if multihost_utils.reached_preemption_sync_point(step):
-                if self.reason is None:
-                    self.reason, self.signal_step = "preemption notice (SIGTERM, JAX preemption sync point)", step
+                if self.reason is None:  # when the notice came is known to JAX only
+                    self.reason = "preemption notice (SIGTERM, JAX preemption sync point)"
                 return True
         return self.reason is not None  # with several processes, only the sync point sets it

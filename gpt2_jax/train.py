@@ -124,21 +124,41 @@ def make_eval_step(cfg: TrainConfig) -> Callable:
 
 
 def resolve_data(cfg: TrainConfig, say: Callable[[str], None] = print) -> pathlib.Path:
-    """The shard directory to train on; the bundled corpus is tokenized on first use (by
-    process 0; the others wait for it)."""
+    """The shard directory to train on. Without `data.path`, the bundled corpus is tokenized on
+    first use (by process 0; the others wait), after learning its own BBPE if `data.vocab` asks."""
     if cfg.data.path:
         return pathlib.Path(cfg.data.path)
     shard_dir = pathlib.Path(cfg.workdir) / "data"
     if distributed.is_main_process() and not (shard_dir / MANIFEST).is_file():
-        manifest = prepare_text([bundled_corpus()], shard_dir, load_tokenizer("gpt2"))
+        vocab = "gpt2"
+        if cfg.data.bbpe_size:
+            from gpt2_jax.tokenizer.trainer import train_bbpe
+
+            text = bundled_corpus().read_text(encoding="utf-8")
+            # Learn merges on the training part only (the last 10% of tokens are validation).
+            t0 = time.perf_counter()
+            vocab_dir = train_bbpe(cfg.data.bbpe_size, documents=[text[: int(len(text) * 0.9)]], progress=False
+                                   ).save(pathlib.Path(cfg.workdir) / "vocab")
+            vocab = str(vocab_dir)
+            say(f"learnt a {cfg.data.bbpe_size}-token byte-level BPE on tiny Shakespeare in "
+                f"{time.perf_counter() - t0:.1f} s -> {vocab_dir}")
+        manifest = prepare_text([bundled_corpus()], shard_dir, load_tokenizer(vocab))
         split = manifest["splits"]
-        say(f"tokenized bundled tiny Shakespeare with the GPT-2 vocabulary: "
+        say(f"tokenized bundled tiny Shakespeare with vocabulary {manifest['vocab']!r}: "
             f"{split['train']['tokens']:,} train / {split['val']['tokens']:,} val tokens -> {shard_dir}")
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("gpt2_jax: data ready")
     return shard_dir
+
+
+def check_vocab_matches(cfg: TrainConfig, manifest: dict, shard_dir: pathlib.Path) -> None:
+    if manifest["n_vocab"] != cfg.model.n_vocab:
+        hint = " or data.vocab=gpt2" if not cfg.data.path and cfg.data.vocab != "gpt2" else ""
+        raise ConfigError(
+            f"shards in {str(shard_dir)!r} use vocabulary {manifest['vocab']!r} with {manifest['n_vocab']} ids but "
+            f"model.n_vocab={cfg.model.n_vocab}; set model.n_vocab={manifest['n_vocab']}{hint}")
 
 
 @dataclasses.dataclass
@@ -391,6 +411,7 @@ def train(cfg: TrainConfig, *, say: Callable[[str], None] = print, progress: boo
     shard_dir = resolve_data(cfg, say)
     trainer = Trainer.build(cfg)
     train_data = TokenLoader(shard_dir, "train", cfg.seq_len, cfg.batch_size, cfg.seed, cfg.model.n_vocab)
+    check_vocab_matches(cfg, train_data.manifest, shard_dir)
     evaluates = bool(cfg.eval_every or cfg.keep_best)
     eval_batches = TokenLoader(shard_dir, "val", cfg.seq_len, cfg.batch_size, cfg.seed, cfg.model.n_vocab
                                ).eval_global_batches(cfg.eval_batches, trainer.batch_sharding) if evaluates else []
@@ -431,7 +452,7 @@ def train(cfg: TrainConfig, *, say: Callable[[str], None] = print, progress: boo
     in_a_row = 0
 
     def meta(step: int, skipped_steps: int) -> dict:
-        return {"vocab": train_data.manifest["vocab"], "rng": rng_meta,
+        return {"vocab": train_data.manifest.get("vocab_source", train_data.manifest["vocab"]), "rng": rng_meta,
                 "data": {**data_meta, "next_step": step, "examples_seen": step * cfg.batch_size},
                 "skipped_steps": skipped_steps}
 
@@ -499,7 +520,9 @@ def train(cfg: TrainConfig, *, say: Callable[[str], None] = print, progress: boo
                 if stopping:
                     checkpoint.wait(mngr, done)
                     result.stopped = stop.reason
-                    say(f"{stop.reason}: stopped after step {done} (the signal came after step {stop.signal_step}); "
+                    when = ("every process agreed on this step" if stop.signal_step is None
+                            else f"the signal came after step {stop.signal_step}")
+                    say(f"{stop.reason}: stopped after step {done} ({when}); "
                         f"checkpoint {ckpt_dir / str(done)} is complete. Rerun the same command to resume.")
                     break
             if pending is not None:

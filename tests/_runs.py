@@ -22,7 +22,7 @@ def tiny_train_config(workdir):
     from gpt2_jax.config import TrainConfig, apply_overrides
 
     return apply_overrides(TrainConfig(), [
-        f"workdir={workdir}", "model=tiny", "steps=12", "batch_size=8", "data.seq_len=32",
+        f"workdir={workdir}", "model=tiny", "data.vocab=gpt2", "steps=12", "batch_size=8", "data.seq_len=32",
         "log_every=3", "eval_every=6", "eval_batches=2", "ckpt_every=6", "optim.lr=3e-3",
         "optim.warmup_steps=2", "seed=1",
     ])

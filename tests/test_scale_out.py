@@ -84,7 +84,7 @@ def _cli_env(devices: int) -> dict:
     return env
 
 
-TRAIN_ARGS = ["model=tiny", "steps=6", "batch_size=8", "data.seq_len=32", "log_every=1", "eval_every=3",
+TRAIN_ARGS = ["model=tiny", "data.vocab=gpt2", "steps=6", "batch_size=8", "data.seq_len=32", "log_every=1", "eval_every=3",
               "eval_batches=1", "ckpt_every=0", "model.embd_pdrop=0", "model.attn_pdrop=0", "model.resid_pdrop=0",
               "sample_prompt=", "mesh.rules=fsdp", "mesh.fsdp=-1"]
 

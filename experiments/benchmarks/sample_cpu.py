@@ -8,6 +8,11 @@ and the table reports the median round. Tokens/s counts new tokens (batch x 128)
 The greedy continuations are compared token for token.
 
     .venv/bin/python experiments/benchmarks/sample_cpu.py [--batches 1,8] [--rounds 3]
+    taskset -c 1 .venv/bin/python experiments/benchmarks/sample_cpu.py   # both sides on one core
+
+torch uses as many threads as the process has cores (its affinity), like XLA. On a shared,
+loaded machine torch's 2-thread decode stalls on its OpenMP barriers (each tiny op waits for a
+descheduled thread), so the one-core run is the fairer comparison there; both are reported.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    load_start = os.getloadavg()
 
     import jax
     import torch
@@ -49,7 +55,7 @@ def main() -> None:
     from gpt2_jax.export import hf_state_to_params
     from gpt2_jax.sample import generate
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # all the cores this process may use (see taskset)
     torch.manual_seed(args.seed)
     cfg = ModelConfig(n_layer=6, n_embd=384, n_head=6, n_ctx=256, n_vocab=50257)
     V = cfg.n_vocab
@@ -97,8 +103,10 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t0)
         rows.append((b, times))
 
+    load_end = os.getloadavg()
     print(f"# sample_cpu  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
-    print(f"machine: {cpu_model()}, {os.cpu_count()} logical cores, affinity {len(os.sched_getaffinity(0))}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} logical cores, affinity {len(os.sched_getaffinity(0))}; "
+          f"load average (1 min) {load_start[0]:.1f} at start, {load_end[0]:.1f} at end")
     print(f"jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} device), "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}")
     print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")

@@ -7,9 +7,12 @@ global-norm clipping at 1.0, AdamW update (betas 0.9/0.95, eps 1e-8, weight deca
 matrices and embeddings only, constant lr). Both are warmed up, then timed in interleaved rounds
 (A B A B ...) so machine noise hits both alike. The table reports the median round.
 
-    .venv/bin/python experiments/benchmarks/train_step_cpu.py [--rounds 4] [--steps 2] [--unrolled]
+    .venv/bin/python experiments/benchmarks/train_step_cpu.py [--rounds 6] [--steps 1] [--unrolled]
+    taskset -c 1 .venv/bin/python experiments/benchmarks/train_step_cpu.py   # both sides on one core
 
-XLA flags are read from the XLA_FLAGS environment variable as usual (printed in the header).
+Both sides use every core the process may use (torch threads = CPU affinity; XLA sizes its pool
+the same way), so `taskset` gives each the same budget. XLA flags are read from XLA_FLAGS as usual
+(printed in the header, with the load average: on a shared machine, compare ratios, not times).
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ def cpu_model() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds per implementation")
-    ap.add_argument("--steps", type=int, default=2, help="optimizer steps per round")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds per implementation")
+    ap.add_argument("--steps", type=int, default=1, help="optimizer steps per round")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per implementation (after compile)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=256)
@@ -60,7 +63,7 @@ def main() -> None:
     from gpt2_jax.train import TrainState, cross_entropy, make_train_step
     from gpt2_jax.model import GPT
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # all the cores this process may use (see taskset)
     torch.manual_seed(args.seed)
 
     model_cfg = ModelConfig(n_layer=6, n_embd=384, n_head=6, n_ctx=256, n_vocab=50257,
@@ -153,8 +156,8 @@ def main() -> None:
                 hf_step()
         else:
             for _ in range(n):
-                metrics = our_step(name)
-            jax.block_until_ready(metrics)
+                our_step(name)
+            jax.block_until_ready(ours[name][1])
         return time.perf_counter() - t0
 
     compile_s, first_loss = {}, {}
@@ -172,6 +175,7 @@ def main() -> None:
         for name in (names if r % 2 == 0 else names[::-1]):
             times[name].append(run(name, args.steps) / args.steps)
     last_loss = {name: float(our_step(name)["loss"]) for name in ours}
+    last_loss["hf"] = hf_step()
     load_end = os.getloadavg()
 
     n_params = sum(p.numel() for p in hf.parameters())
@@ -188,23 +192,24 @@ def main() -> None:
           f"(compile): " + ", ".join(f"{k} {v:.1f}s" for k, v in compile_s.items()))
     print(f"same weights check (deterministic loss, batch 0): ours {ours0:.5f}  HF {hf0:.5f}  |diff| {abs(ours0 - hf0):.2e}")
     print("first train-step loss: " + ", ".join(f"{k} {v:.4f}" for k, v in first_loss.items())
-          + "; after all steps: " + ", ".join(f"{k} {v:.4f} (step {ours[k][2]})" for k, v in last_loss.items()))
+          + f"; at step {hf_steps[0]} (same batch as step 1): " + ", ".join(f"{k} {v:.4f}" for k, v in last_loss.items()))
     print(f"timing: {args.warmup} warmup steps each, then {args.rounds} interleaved rounds x {args.steps} steps; "
-          f"median round")
+          f"median round; 'paired' = median over rounds of (HF time / our time) in the same round")
     print()
     med = {k: statistics.median(v) for k, v in times.items()}
     labels = {"ours": "gpt2_jax make_train_step (jit)",
               "ours_unrolled": "gpt2_jax make_train_step (jit), scan_layers=False",
               "hf": "HF GPT2LMHeadModel + torch AdamW"}
-    print("| impl | tokens/s | ms/step | ms/step per round | ratio ours/HF |")
-    print("|---|---:|---:|---|---:|")
+    paired = {name: statistics.median(h / t for h, t in zip(times["hf"], times[name])) for name in names}
+    print("| impl | tokens/s | ms/step | ms/step per round | ratio ours/HF | paired |")
+    print("|---|---:|---:|---|---:|---:|")
     for name in names:
         rounds = ", ".join(f"{1000 * t:.0f}" for t in times[name])
         print(f"| {labels[name]} | {tokens_per_step / med[name]:,.0f} | {1000 * med[name]:.0f} | {rounds} | "
-              f"{med['hf'] / med[name]:.2f} |")
+              f"{med['hf'] / med[name]:.2f} | {paired[name]:.2f} |")
     print()
     for name in ours:
-        print(f"ratio {name}/HF (tokens/s): {med['hf'] / med[name]:.2f}x")
+        print(f"ratio {name}/HF (tokens/s): {med['hf'] / med[name]:.2f}x (paired {paired[name]:.2f}x)")
 
 
 if __name__ == "__main__":

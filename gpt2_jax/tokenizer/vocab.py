@@ -108,11 +108,8 @@ class BPETokenizer(Tokenizer):
         self._enc = tiktoken.Encoding(name=f"gpt2_jax:{name}:{fingerprint}", pat_str=GPT2_PATTERN,
                                       mergeable_ranks=ranks, special_tokens=special_tokens)
         self.special_tokens = dict(special_tokens)
+        self.ranks = ranks  # token bytes -> id of the mergeable tokens (tiktoken's mergeable_ranks)
         super().__init__(name, fingerprint, len(ranks) + len(special_tokens), special_tokens[ENDOFTEXT], source)
-
-    @property
-    def ranks(self) -> dict[bytes, int]:
-        return self._enc._mergeable_ranks
 
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
         if allow_special:

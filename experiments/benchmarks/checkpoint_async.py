@@ -1,0 +1,124 @@
+"""How long a checkpoint save blocks the training loop, against one train step, on this machine.
+
+A GPT-2 124M train state (params + AdamW moments, ~1.5 GB float32) on one device, the real
+jitted train step (state donated) and the real save path (`gpt2_jax.checkpoint.save`: Orbax
+CheckpointManager, async, CRC-32 checksums written in the background before the commit).
+
+Each round, interleaved so that machine noise hits all alike:
+  clean step      a train step with no save in flight (the peer the others are compared to)
+  save() call     what the loop waits for when it starts an async save
+  step after save the next train step, while Orbax writes in the background
+  rest of write   what was still left of the background write after that step
+  sync save       save + wait_until_finished together: what a synchronous save would block
+
+    .venv/bin/python experiments/benchmarks/checkpoint_async.py [--rounds 3] [--batch 2] [--seq 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="gpt2")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--dir", default=None, help="where checkpoints go (default: a temporary directory)")
+    args = ap.parse_args()
+    load_start = os.getloadavg()
+
+    import jax
+    import numpy as np
+
+    from gpt2_jax import checkpoint
+    from gpt2_jax.config import DataConfig, MeshConfig, TrainConfig, preset
+    from gpt2_jax.model import count_params
+    from gpt2_jax.train import Trainer
+
+    cfg = TrainConfig(model=preset(args.preset), data=DataConfig(seq_len=args.seq), batch_size=args.batch,
+                      mesh=MeshConfig(data=1, fsdp=1, tensor=1), steps=1000, workdir="unused")
+    trainer = Trainer.build(cfg, jax.devices()[:1])
+    state = trainer.init_state()
+    rs = np.random.RandomState(0)
+    batches = [jax.device_put(rs.randint(0, cfg.model.n_vocab, (args.batch, args.seq + 1)).astype(np.int32),
+                              trainer.batch_sharding) for _ in range(4)]
+    n_params = count_params(state.params, cfg.model)
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(state))
+    steps = [0]
+
+    def step():
+        nonlocal state
+        t0 = time.perf_counter()
+        state, metrics = trainer.train_step(state, batches[steps[0] % len(batches)])
+        jax.block_until_ready((state, metrics))
+        steps[0] += 1
+        return time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    step()
+    compile_s = time.perf_counter() - t0
+    step()  # warm-up
+
+    root = args.dir or tempfile.mkdtemp(prefix="ckpt_bench_")
+    mngr = checkpoint.manager(os.path.join(root, "checkpoints"), keep=1)
+    rows = {k: [] for k in ("clean", "call", "after", "rest", "sync")}
+    for r in range(args.rounds):
+        rows["clean"].append(step())
+        t0 = time.perf_counter()
+        checkpoint.save(mngr, steps[0], cfg, state.params, state.opt_state, {})
+        rows["call"].append(time.perf_counter() - t0)
+        rows["after"].append(step())
+        t0 = time.perf_counter()
+        checkpoint.wait(mngr)
+        rows["rest"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        checkpoint.save(mngr, steps[0], cfg, state.params, state.opt_state, {})
+        checkpoint.wait(mngr)
+        rows["sync"].append(time.perf_counter() - t0)
+    mngr.close()
+    ckpt_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+    if args.dir is None:
+        shutil.rmtree(root)
+    load_end = os.getloadavg()
+
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    clean = med["clean"]
+    print(f"# checkpoint_async  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} logical cores; load average (1 min) {load_start[0]:.1f} at start, "
+          f"{load_end[0]:.1f} at end")
+    print(f"jax {jax.__version__} ({jax.default_backend()}, 1 device); model {args.preset}: {n_params:,} params; "
+          f"state {state_bytes / 1e9:.2f} GB (params + AdamW moments, fp32); one checkpoint on disk "
+          f"{ckpt_bytes / 1e9:.2f} GB; batch {args.batch} x {args.seq}; compile {compile_s:.1f} s")
+    print(f"{args.rounds} rounds, median (per-round values in brackets)")
+    print()
+    print("| what | seconds | vs clean step | per round |")
+    print("|---|---:|---:|---|")
+    labels = {"clean": "clean train step (peer)", "call": "async save: save() call (blocks the loop)",
+              "after": "train step while the save is written", "rest": "rest of the background write after it",
+              "sync": "synchronous save (save + wait)"}
+    for key, label in labels.items():
+        print(f"| {label} | {med[key]:.3f} | {100 * med[key] / clean:.1f}% | "
+              + ", ".join(f"{v:.3f}" for v in rows[key]) + " |")
+
+
+if __name__ == "__main__":
+    main()
