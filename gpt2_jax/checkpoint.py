@@ -86,7 +86,7 @@ class _Manager(ocp.CheckpointManager):
 
     def __init__(self, directory: pathlib.Path, options: ocp.CheckpointManagerOptions):
         self._saving_step: int | None = None
-        self._staging: dict[tuple[str, str], np.ndarray] = {}
+        self._staging: dict[tuple, np.ndarray] = {}  # (item, leaf path, shard index) -> buffer
         if not options.read_only:
             options.async_options = ocp.AsyncOptions(post_finalization_callback=self._write_checksums)
         super().__init__(directory, options=options, item_names=ITEMS)

@@ -184,14 +184,14 @@ class TrainConfig:
     optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=50))
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
-    steps: int = 1000
+    steps: int = 600
     seed: int = 0
     batch_size: int = 16  # sequences per optimizer step (global)
     grad_accum: int = 1  # micro-batches per step; batch_size must divide evenly
     log_every: int = 10
     eval_every: int = 100
     eval_batches: int = 8
-    ckpt_every: int = 250  # 0 = only at the end
+    ckpt_every: int = 200  # 0 = only at the end
     keep_checkpoints: int = 3  # the newest N checkpoints are kept
     keep_best: int = 0  # also keep the N checkpoints with the lowest eval loss (checkpoint steps are then evaluated)
     nan_policy: str = "skip"  # non-finite loss or gradients: "skip" the update (and count it) or "stop" the run
