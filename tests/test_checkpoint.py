@@ -7,6 +7,7 @@ test_fault_tolerance.py."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import shutil
@@ -66,6 +67,8 @@ def _params_target(cfg):
                                   jax.eval_shape(lambda: init_params(cfg.model, jax.random.PRNGKey(0))))
 
 
+# Orbax leaves un-awaited read coroutines behind when a damaged array fails to restore.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("damage", [_flip_byte, _truncate, _delete_file, _garbage_meta, _truncate_unchecked],
                          ids=["flipped-byte", "truncated", "deleted-file", "garbage-meta", "truncated-no-checksums"])
 def test_damaged_newest_step_is_reported_and_the_previous_one_restored(tiny_run, tmp_path, damage):
@@ -86,8 +89,10 @@ def test_damaged_newest_step_is_reported_and_the_previous_one_restored(tiny_run,
     assert "moved damaged checkpoint step 12" in messages[1], messages
     # Kept for inspection, out of the way of the resumed run's next save of step 12.
     assert (ckpts / "12.damaged").is_dir() and checkpoint.finalized_steps(ckpts) == [6]
+    gc.collect()  # Orbax's abandoned read coroutines: report them here (filtered), not in a later test
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_nothing_readable_is_an_error_and_nothing_is_moved(tiny_run, tmp_path):
     ckpts = _copy_checkpoints(tiny_run, tmp_path / "checkpoints")
     _flip_byte(ckpts / "12")
@@ -98,6 +103,7 @@ def test_nothing_readable_is_an_error_and_nothing_is_moved(tiny_run, tmp_path):
                                   say=lambda _: None)
     mngr.close()
     assert checkpoint.finalized_steps(ckpts) == [6, 12]
+    gc.collect()
 
 
 def test_damaged_newest_checkpoint_resumes_from_the_previous_one_and_ends_identical(tiny_run, tmp_path):

@@ -12,7 +12,10 @@ into (page faults; reported on its own). Then each round, so that machine noise 
   rest of write   what was still left of the background write after that step
   sync save       save + wait_until_finished together: what a synchronous save would block
 
-    .venv/bin/python experiments/benchmarks/checkpoint_async.py [--rounds 3] [--batch 2] [--seq 128]
+With --peer, every round also runs the same sequence with the host-buffer copy turned off (Orbax
+given the device arrays themselves, zero-copy on CPU): the peer that shows why the copy is there.
+
+    .venv/bin/python experiments/benchmarks/checkpoint_async.py [--rounds 3] [--batch 2] [--seq 128] [--peer]
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--dir", default=None, help="where checkpoints go (default: a temporary directory)")
+    ap.add_argument("--peer", action="store_true", help="also measure without the host-buffer copy (zero-copy)")
     args = ap.parse_args()
     load_start = os.getloadavg()
 
@@ -85,28 +89,32 @@ def main() -> None:
     checkpoint.save(mngr, steps[0], cfg, state.params, state.opt_state, {})
     first_call = time.perf_counter() - t0
     checkpoint.wait(mngr)
-    rows = {k: [] for k in ("clean", "call", "after", "rest", "sync")}
+    modes = ["host copy (default)"] + (["zero-copy (peer)"] if args.peer else [])
+    rows = {m: {k: [] for k in ("clean", "call", "after", "rest", "sync")} for m in modes}
+    staging = checkpoint._Manager.stage
     for r in range(args.rounds):
-        rows["clean"].append(step())
-        t0 = time.perf_counter()
-        checkpoint.save(mngr, steps[0], cfg, state.params, state.opt_state, {})
-        rows["call"].append(time.perf_counter() - t0)
-        rows["after"].append(step())
-        t0 = time.perf_counter()
-        checkpoint.wait(mngr)
-        rows["rest"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        checkpoint.save(mngr, steps[0], cfg, state.params, state.opt_state, {})
-        checkpoint.wait(mngr)
-        rows["sync"].append(time.perf_counter() - t0)
+        for mode in (modes if r % 2 == 0 else modes[::-1]):
+            checkpoint._Manager.stage = staging if mode == modes[0] else (lambda self, item, tree: tree)
+            row = rows[mode]
+            row["clean"].append(step())
+            t0 = time.perf_counter()
+            checkpoint.save(mngr, steps[0], cfg, state.params, state.opt_state, {})
+            row["call"].append(time.perf_counter() - t0)
+            row["after"].append(step())
+            t0 = time.perf_counter()
+            checkpoint.wait(mngr)
+            row["rest"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            checkpoint.save(mngr, steps[0], cfg, state.params, state.opt_state, {})
+            checkpoint.wait(mngr)
+            row["sync"].append(time.perf_counter() - t0)
+    checkpoint._Manager.stage = staging
     mngr.close()
     ckpt_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
     if args.dir is None:
         shutil.rmtree(root)
     load_end = os.getloadavg()
 
-    med = {k: statistics.median(v) for k, v in rows.items()}
-    clean = med["clean"]
     print(f"# checkpoint_async  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical cores; load average (1 min) {load_start[0]:.1f} at start, "
           f"{load_end[0]:.1f} at end")
@@ -116,14 +124,16 @@ def main() -> None:
           f"first save() call {first_call:.2f} s (allocates the host buffers)")
     print(f"{args.rounds} rounds, median (per-round values in brackets)")
     print()
-    print("| what | seconds | vs clean step | per round |")
-    print("|---|---:|---:|---|")
+    print("| save path | what | seconds | vs clean step | per round |")
+    print("|---|---|---:|---:|---|")
     labels = {"clean": "clean train step (peer)", "call": "async save: save() call (blocks the loop)",
               "after": "train step while the save is written", "rest": "rest of the background write after it",
               "sync": "synchronous save (save + wait)"}
-    for key, label in labels.items():
-        print(f"| {label} | {med[key]:.3f} | {100 * med[key] / clean:.1f}% | "
-              + ", ".join(f"{v:.3f}" for v in rows[key]) + " |")
+    for mode in modes:
+        med = {k: statistics.median(v) for k, v in rows[mode].items()}
+        for key, label in labels.items():
+            print(f"| {mode} | {label} | {med[key]:.3f} | {100 * med[key] / med['clean']:.1f}% | "
+                  + ", ".join(f"{v:.3f}" for v in rows[mode][key]) + " |")
 
 
 if __name__ == "__main__":
