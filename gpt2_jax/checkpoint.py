@@ -8,8 +8,9 @@ position, skipped non-finite steps, eval loss). The data position and the dropou
 functions of (seed, step) (see `data/loader.py` and `train.py`), so step + seed + data
 fingerprint is the whole input and RNG state: no iterator state is saved.
 
-Saves are asynchronous: `save` returns once Orbax holds the arrays (device-to-host transfer),
-and a background thread writes them. Orbax writes into `STEP.orbax-checkpoint-tmp-*` and renames
+Saves are asynchronous: `save` returns once Orbax holds the arrays (device-to-host transfer;
+on the CPU backend a copy into host buffers kept between saves, see `_Manager.stage`), and a
+background thread writes them. Orbax writes into `STEP.orbax-checkpoint-tmp` and renames
 it to `STEP` only after every item is written (on GCS, where renames are not atomic, it writes
 `commit_success.txt` last instead). That rename is what "finalized" means in orbax-checkpoint
 0.12 (`step_lib.is_path_finalized`); only finalized steps are listed (`all_steps`), so only they

@@ -28,7 +28,7 @@ import time
 
 import pytest
 
-from gpt2_jax import checkpoint, cli
+from gpt2_jax import cli
 
 STEPS = 16
 ARGS = ["model=tiny", "data.vocab=gpt2", f"steps={STEPS}", "batch_size=8", "data.seq_len=32", "log_every=1", "eval_every=4",
