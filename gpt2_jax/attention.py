@@ -1,7 +1,11 @@
 """Scaled dot-product attention: the reference implementation and the dispatcher the model calls.
 
 The reference is written with plain einsums and a softmax in float32 so that it is the oracle
-every faster implementation (cuDNN, Pallas kernels) is tested against. Masked scores are set to
+every faster implementation is tested against. The dispatcher offers three: "xla" (the
+reference), "cudnn" (`jax.nn.dot_product_attention` on NVIDIA GPUs, no dropout) and "pallas"
+(our flash attention kernels, gpt2_jax/kernels, with dropout; interpreted on CPU). "auto" takes
+the Pallas kernels on TPU, cuDNN on GPU unless attention dropout is on (then Pallas), and the
+reference on CPU, where the interpreted kernels only serve tests. Masked scores are set to
 the most negative finite float32, as Hugging Face's GPT-2 does, so a fully masked row can never
 produce NaN and masked keys get exactly zero probability.
 
@@ -10,14 +14,20 @@ Shapes: q[B, Tq, N, H], k and v[B, Tk, N, H], output[B, Tq, N, H]; masks broadca
 References:
   Vaswani et al. 2017, "Attention Is All You Need", eq. 1.
   Hugging Face transformers, models/gpt2/modeling_gpt2.py (eager attention).
+  Dao 2023, "FlashAttention-2" (the Pallas kernels).
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
-IMPLS = ("auto", "xla")
+from gpt2_jax import kernels, sharding
+
+IMPLS = ("auto", "xla", "cudnn", "pallas")
 
 
 def causal_mask(q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
@@ -33,8 +43,11 @@ def reference_attention(
     *,
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
+    dropout_keep: jax.Array | None = None,
 ) -> jax.Array:
-    """softmax(q k^T / sqrt(H) + mask) v with float32 scores; dropout on the probabilities."""
+    """softmax(q k^T / sqrt(H) + mask) v with float32 scores; dropout on the probabilities,
+    drawn from `dropout_rng` or given as a boolean keep mask broadcasting to [B, N, Tq, Tk]
+    (tests pass the mask a kernel used)."""
     head_dim = q.shape[-1]
     scores = jnp.einsum("bqnh,bknh->bnqk", q, k, preferred_element_type=jnp.float32)
     scores = scores * (1.0 / jnp.sqrt(jnp.float32(head_dim)))
@@ -42,9 +55,11 @@ def reference_attention(
         scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)
     if dropout_rate > 0.0:
-        if dropout_rng is None:
-            raise ValueError("attention dropout_rate > 0 needs a dropout_rng; pass one or set dropout_rate=0")
-        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+        keep = dropout_keep
+        if keep is None:
+            if dropout_rng is None:
+                raise ValueError("attention dropout_rate > 0 needs a dropout_rng; pass one or set dropout_rate=0")
+            keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
     return jnp.einsum("bnqk,bknh->bqnh", probs.astype(v.dtype), v)
 
@@ -67,6 +82,20 @@ def single_query_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.A
     return out.astype(v.dtype)
 
 
+def resolve_impl(impl: str, dropout_rate: float = 0.0) -> str:
+    """The implementation "auto" stands for on this platform (other names pass through)."""
+    if impl not in IMPLS:
+        raise ValueError(f"attention impl={impl!r} is not one of {IMPLS}")
+    if impl != "auto":
+        return impl
+    platform = jax.default_backend()
+    if platform == "tpu":
+        return "pallas"
+    if platform == "gpu":
+        return "pallas" if dropout_rate > 0 else "cudnn"
+    return "xla"
+
+
 def dot_product_attention(
     q: jax.Array,
     k: jax.Array,
@@ -82,12 +111,53 @@ def dot_product_attention(
     apart. `impl` picks the implementation; "xla" is the reference."""
     if q.ndim != 4 or k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[2:] != k.shape[2:]:
         raise ValueError(f"attention expects q, k, v shaped [B, T, N, H] with matching B, N, H; got {q.shape}, {k.shape}, {v.shape}")
-    if impl not in IMPLS:
-        raise ValueError(f"attention impl={impl!r} is not one of {IMPLS}")
+    if dropout_rate > 0.0 and dropout_rng is None:
+        raise ValueError(f"attention dropout_rate={dropout_rate} needs a dropout_rng; pass one or set dropout_rate=0")
+    impl = resolve_impl(impl, dropout_rate)
+    if impl == "pallas":
+        return _pallas_attention(q, k, v, causal, segment_ids, dropout_rate, dropout_rng)
     mask = None
     if causal:
         mask = causal_mask(jnp.arange(q.shape[1]), jnp.arange(k.shape[1]))[None, None]
     if segment_ids is not None:
         same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
         mask = same if mask is None else mask & same
+    if impl == "cudnn":
+        if dropout_rate > 0.0:
+            raise ValueError(f"attention impl=cudnn has no dropout (dropout_rate={dropout_rate}); "
+                             "set model.attn_pdrop=0 or use attention=pallas")
+        if jax.default_backend() != "gpu":
+            raise ValueError(f"attention impl=cudnn needs an NVIDIA GPU, this platform is {jax.default_backend()}; "
+                             "use attention=xla or attention=pallas")
+        mask = None if segment_ids is None else jnp.broadcast_to(same, (q.shape[0], 1, q.shape[1], k.shape[1]))
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal, implementation="cudnn")
     return reference_attention(q, k, v, mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng)
+
+
+def _pallas_attention(q, k, v, causal, segment_ids, dropout_rate, dropout_rng):
+    """The flash attention kernels; under a mesh, on each device's shard of batch and heads.
+
+    A Pallas call is opaque to XLA's partitioner (it would gather whole arrays onto every
+    device), so inside a sharded step the kernel runs under shard_map on local blocks. Each
+    block passes the global index of its first batch row and head, so its dropout mask is the
+    one the unsharded call would draw."""
+    seed = kernels.seed_from_key(dropout_rng) if dropout_rate > 0.0 else jnp.int32(0)
+    run = functools.partial(kernels.flash_attention, causal=causal, dropout_rate=dropout_rate)
+    placed = sharding.active_spec(("act_batch", "act_length", "act_heads", None))
+    if placed is None:
+        return run(q, k, v, segment_ids=segment_ids, dropout_seed=seed)
+    mesh, spec = placed
+    batch_axes, length_axes, head_axes, _ = tuple(spec) + (None,) * (4 - len(spec))
+    if length_axes is not None:
+        raise ValueError(f"pallas attention cannot split the sequence over mesh axes {length_axes}; "
+                         "use attention=xla with this rule set")
+
+    def local(q, k, v, segment_ids, seed):
+        offsets = tuple(0 if axes is None else jax.lax.axis_index(axes) * x.shape[dim]
+                        for axes, x, dim in ((batch_axes, q, 0), (head_axes, q, 2)))
+        return run(q, k, v, segment_ids=segment_ids, dropout_seed=seed, index_offsets=offsets)
+
+    activations = PartitionSpec(batch_axes, None, head_axes, None)
+    segments = None if segment_ids is None else PartitionSpec(batch_axes, None)
+    return jax.shard_map(local, mesh=mesh, in_specs=(activations,) * 3 + (segments, PartitionSpec()),
+                         out_specs=activations, check_vma=False)(q, k, v, segment_ids, seed)

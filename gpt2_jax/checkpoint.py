@@ -157,7 +157,8 @@ def manager(directory: str | pathlib.Path, *, keep: int = 3, keep_best: int = 0,
     `keep_best` steps with the lowest `eval_loss` (passed to `save`); saves are asynchronous."""
     directory = pathlib.Path(directory).absolute()
     if read_only:
-        return _Manager(directory, ocp.CheckpointManagerOptions(read_only=True))
+        # The options read_only implies, spelled out: otherwise Orbax logs a warning per option it overrides.
+        return _Manager(directory, ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False))
     policies: list = [checkpoint_managers.LatestN(n=keep)]
     if keep_best:
         policies.append(checkpoint_managers.BestN(get_metric_fn=_eval_loss, reverse=True, n=keep_best,

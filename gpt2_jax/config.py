@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 DTYPES = ("float32", "bfloat16")
 SHARDING_RULES = ("dp", "fsdp", "fsdp_tp")  # defined in sharding.py
 REMAT_POLICIES = ("none", "full", "dots")
-ATTENTION_IMPLS = ("xla",)
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "pallas")  # see attention.py
 NAN_POLICIES = ("skip", "stop")  # what the loop does after a non-finite loss or gradient
 
 
@@ -58,7 +58,7 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype; parameters are always float32
     scan_layers: bool = True  # one compiled block, stacked parameters [L, ...]
     remat: str = "none"  # rematerialisation policy for each block in the backward pass
-    attention: str = "xla"
+    attention: str = "xla"  # auto | xla | cudnn | pallas: which attention.py implementation trains
 
     def __post_init__(self):
         for name in ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "vocab_multiple"):
@@ -78,6 +78,11 @@ class ModelConfig:
         _check(
             self.attention in ATTENTION_IMPLS,
             f"model.attention={self.attention!r} is not one of {ATTENTION_IMPLS}",
+        )
+        _check(
+            not (self.attention == "cudnn" and self.attn_pdrop > 0),
+            f"model.attention=cudnn has no attention dropout but model.attn_pdrop={self.attn_pdrop}; "
+            "set model.attn_pdrop=0 or model.attention=pallas",
         )
 
     @property

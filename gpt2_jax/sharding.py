@@ -207,5 +207,16 @@ def constrain(x: jax.Array, logical: tuple[str | None, ...]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, logical_to_spec(logical, rule_set)))
 
 
+def active_spec(logical: tuple[str | None, ...]) -> tuple[Mesh, PartitionSpec] | None:
+    """The mesh and PartitionSpec an activation with these logical axes gets while a step is
+    traced inside `activation_rules`; None outside. For code that must see local shards
+    (custom kernels under shard_map)."""
+    active = _ACTIVE.get()
+    if active is None:
+        return None
+    mesh, rule_set = active
+    return mesh, logical_to_spec(logical, rule_set)
+
+
 def describe(mesh: Mesh) -> str:
     return " x ".join(f"{a}={s}" for a, s in mesh.shape.items()) + f" ({np.prod(list(mesh.shape.values()))} devices)"
