@@ -71,11 +71,15 @@ class Attention(nn.Module):
         q, k, v = (constrain(t, ("act_batch", "act_length", "act_heads", None)) for t in (q, k, v))
         dropout_rate = 0.0 if self.deterministic else cfg.attn_pdrop
         dropout_rng = self.make_rng("dropout") if dropout_rate > 0 else None
-        if layer_cache is None:
+        if layer_cache is None or (isinstance(cache_index, int) and cache_index == 0):
+            # Training, evaluation, and a prefill from position 0 (the cache holds nothing yet, so the
+            # prompt attends only to itself): the configured implementation, kernels included.
             y = dot_product_attention(
                 q, k, v, causal=True, dropout_rate=dropout_rate, dropout_rng=dropout_rng, impl=cfg.attention
             )
             new_cache = None
+            if layer_cache is not None:
+                new_cache = {"k": k.astype(layer_cache["k"].dtype), "v": v.astype(layer_cache["v"].dtype)}
         else:
             # Write this chunk's keys/values at cache_index, attend over the whole buffer; slots
             # not yet written lie after every query position, so the causal mask hides them.

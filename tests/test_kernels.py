@@ -193,3 +193,14 @@ def test_block_sizes_shrink_for_short_sequences():
     assert padded == 64 and max(blocks.block_q, blocks.block_k_dkv, blocks.block_q_dq) == 64
     assert BlockSizes.default("tpu").fitted("tpu", 130)[1] == 256
     assert isinstance(KernelConfigError("x"), ValueError)
+
+
+@pytest.mark.parametrize("platform,rate,want", [
+    ("tpu", 0.0, "pallas"), ("tpu", 0.1, "pallas"), ("gpu", 0.0, "cudnn"), ("gpu", 0.1, "pallas"), ("cpu", 0.1, "xla"),
+])
+def test_auto_picks_per_platform(monkeypatch, platform, rate, want):
+    from gpt2_jax import attention
+
+    monkeypatch.setattr(attention.jax, "default_backend", lambda: platform)
+    assert attention.resolve_impl("auto", rate) == want
+    assert attention.resolve_impl("xla", rate) == "xla"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -62,3 +63,24 @@ def test_pallas_with_attention_dropout_trains():
 def test_cudnn_with_attention_dropout_is_a_config_error():
     with pytest.raises(ConfigError, match="model.attention=cudnn has no attention dropout"):
         _config("cudnn", attn_pdrop=0.1)
+
+
+def test_prefill_from_position_zero_uses_the_kernel():
+    """`sample`'s prefill (cache_index=0) runs the configured attention; same logits and cache."""
+    from gpt2_jax.config import ModelConfig
+    from gpt2_jax.model import GPT, init_cache, init_params
+
+    cfg = ModelConfig(n_vocab=512, n_ctx=64, n_embd=64, n_head=2, n_layer=2, attention="pallas")
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    tokens = (jnp.arange(40).reshape(2, 20) * 7) % 512
+    cache = init_cache(cfg, 2, 30)
+
+    def prefill(config):
+        return lambda p, t, c: GPT(config).apply({"params": p}, t, cache=c, cache_index=0)
+
+    assert "pallas_call" in str(jax.make_jaxpr(prefill(cfg))(params, tokens, cache))
+    logits, new_cache = prefill(cfg)(params, tokens, cache)
+    want, want_cache = prefill(dataclasses.replace(cfg, attention="xla"))(params, tokens, cache)
+    np.testing.assert_allclose(logits, want, atol=1e-5)
+    for name in ("k", "v"):
+        np.testing.assert_allclose(new_cache[name], want_cache[name], atol=1e-5)

@@ -1,6 +1,6 @@
 """Attention on one GPU: correctness and speed of the xla, cudnn and pallas implementations, and 124M train steps.
 
-Three sections, each printed and written to --out (attention_gpu.json, attention_gpu.md) as soon
+Four sections, each printed and written to --out (attention_gpu.json, attention_gpu.md) as soon
 as it ends, so a run cut short still leaves what it measured. A case that raises is recorded as
 an error row with the exception text; nothing stops the run.
   1. correctness: `dot_product_attention` with impl=pallas and cudnn (and xla itself) against an
@@ -20,6 +20,8 @@ an error row with the exception text; nothing stops the run.
      preset), attn_pdrop=0 for every impl (cuDNN has no dropout) plus pallas with attn_pdrop=0.1
      (dropout inside the kernel). 3 warmup steps, then 10 timed; tokens/s and MFU (gpt2_jax/mfu.py:
      6N + 12LTD FLOPs per token over the device's peak dense bf16, 989 TFLOP/s for an H100).
+  4. blocks: the pallas kernels alone at the first kernel shape (T=1024) for a few tile sizes and
+     warp/stage counts (BLOCK_CANDIDATES), to choose `BlockSizes` defaults from measurements.
 
 Run on the device, from the repository root (one H100, about 5 minutes; the first compile of
 each kernel dominates):
@@ -42,6 +44,7 @@ References (published H100 points, head dim 64, causal):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import functools
 import json
@@ -61,6 +64,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gpt2_jax.attention import dot_product_attention  # noqa: E402
+from gpt2_jax.kernels import BlockSizes, flash_attention  # noqa: E402
 
 IMPLS = ("xla", "cudnn", "pallas")
 FULL = dict(c_T=(128, 384, 200), c_N=4, k_T=(1024, 2048, 4096), k_N=12, k_tokens=16384,
@@ -260,11 +264,53 @@ def train(s: dict) -> tuple[list[dict], str]:
     return rows, f"{head}\n\n{table(rows, cols)}"
 
 
+# ---------------------------------------------------------------------------------------------- 4
+BLOCK_CANDIDATES = {  # (fwd q, fwd k, dkv q, dkv k, dq q, dq k, warps, stages)
+    "default": dataclasses.astuple(BlockSizes()),
+    "fwd 128x128, 8 warps": (128, 128, 32, 128, 128, 32, 8, 2),
+    "fwd 64x64, 3 stages": (64, 64, 32, 128, 128, 32, 4, 3),
+    "bwd 64x64": (128, 64, 64, 64, 64, 64, 4, 2),
+    "bwd 64x128, 8 warps": (128, 64, 64, 128, 128, 64, 8, 2),
+}
+
+
+def blocks(s: dict) -> tuple[list[dict], str]:
+    """Pallas fwd+bwd at the first kernel shape for a few tile choices, to pick the defaults."""
+    T, N, H = s["k_T"][0], s["k_N"], 64
+    B = s["k_tokens"] // T
+    q, k, v, do = (randn(key, (B, T, N, H), jnp.bfloat16) for key in jax.random.split(jax.random.key(T), 4))
+    fwd_flops = 4.0 * B * N * T * T * H / 2
+    rows = []
+    for name, sizes in BLOCK_CANDIDATES.items():
+        attn = functools.partial(flash_attention, causal=True, block_sizes=BlockSizes(*sizes))
+
+        def loss(q, k, v, do, attn=attn):
+            return jnp.sum(attn(q, k, v).astype(jnp.float32) * do.astype(jnp.float32))
+
+        row = dict(blocks=name, sizes=str(sizes))
+        for key, (fn, args, factor) in {"fwd": (jax.jit(attn), (q, k, v), 1.0),
+                                        "fb": (jax.jit(jax.grad(loss, argnums=(0, 1, 2))), (q, k, v, do), 3.5)}.items():
+            try:
+                sec, _ = bench(fn, args, s)
+                row[f"{key}_tflops"] = factor * fwd_flops / sec / 1e12
+            except Exception as e:  # noqa: BLE001
+                row["error"] = f"[{key}] {error_text(e)}"[:2000]
+        print(f"  blocks {name:24s} fwd {fmt(row.get('fwd_tflops'), '.4g')} fwd+bwd "
+              f"{fmt(row.get('fb_tflops'), '.4g')} TFLOP/s {short(row.get('error'))}", flush=True)
+        rows.append(row)
+    cols = [("blocks", "blocks", "s"), ("sizes", "sizes", "s"), ("fwd TFLOP/s", "fwd_tflops", ".4g"),
+            ("fwd+bwd TFLOP/s", "fb_tflops", ".4g"), ("error", "error", "s")]
+    head = (f"pallas only, causal bf16, T={T}, B={B}, N={N}, H={H}; sizes = (fwd q, fwd k, dkv q, dkv k, "
+            f"dq q, dq k, num_warps, num_stages)")
+    return rows, f"{head}\n\n{table(rows, cols)}"
+
+
+# ---------------------------------------------------------------------------------------------- 5
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.environ.get("OUT") or "attention_results", help="results folder ($OUT if set)")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes and 2 iterations, for a CPU check")
-    ap.add_argument("--sections", default="correctness,kernels,train")
+    ap.add_argument("--sections", default="correctness,kernels,train,blocks")
     ap.add_argument("--batch", type=int, help="train-step batch (default 8; smoke 2)")
     ap.add_argument("--seq", type=int, help="train-step sequence length (default 1024; smoke 64)")
     ap.add_argument("--train-steps", type=int, help="timed train steps (default 10; smoke 2)")
@@ -286,7 +332,7 @@ def main() -> None:
               f"command: {' '.join(sys.argv)}")
     print(header, flush=True)
     results, md = dict(meta=meta), [header]
-    for name, fn in (("correctness", correctness), ("kernels", kernels), ("train", train)):
+    for name, fn in (("correctness", correctness), ("kernels", kernels), ("train", train), ("blocks", blocks)):
         if name not in args.sections.split(","):
             continue
         print(f"\n## {name}", flush=True)
