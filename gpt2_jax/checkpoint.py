@@ -52,6 +52,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from orbax.checkpoint import checkpoint_managers
 
 from gpt2_jax.config import ConfigError, TrainConfig, from_dict, to_dict
@@ -157,8 +158,15 @@ def manager(directory: str | pathlib.Path, *, keep: int = 3, keep_best: int = 0,
     `keep_best` steps with the lowest `eval_loss` (passed to `save`); saves are asynchronous."""
     directory = pathlib.Path(directory).absolute()
     if read_only:
-        # The options read_only implies, spelled out: otherwise Orbax logs a warning per option it overrides.
-        return _Manager(directory, ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False))
+        # The options read_only implies, spelled out (Orbax warns for each one it overrides); its
+        # unconditional "directory is read only" warning is muted while the manager is built.
+        options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
+        verbosity = absl_logging.get_verbosity()
+        absl_logging.set_verbosity(absl_logging.ERROR)
+        try:
+            return _Manager(directory, options)
+        finally:
+            absl_logging.set_verbosity(verbosity)
     policies: list = [checkpoint_managers.LatestN(n=keep)]
     if keep_best:
         policies.append(checkpoint_managers.BestN(get_metric_fn=_eval_loss, reverse=True, n=keep_best,
