@@ -55,6 +55,12 @@ def test_pallas_under_a_mesh_matches_one_device(xla_losses):
     np.testing.assert_allclose(_losses(_config("pallas", mesh=mesh)), xla_losses, rtol=2e-5)
 
 
+def test_pallas_under_remat_and_unrolled_layers_matches(xla_losses):
+    cfg = _config("pallas")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, remat="full", scan_layers=False))
+    np.testing.assert_allclose(_losses(cfg, jax.devices()[:1]), xla_losses, rtol=2e-5)
+
+
 def test_pallas_with_attention_dropout_trains():
     losses = _losses(_config("pallas", attn_pdrop=0.1), jax.devices()[:1])
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.1
