@@ -129,8 +129,8 @@ def dot_product_attention(
         if jax.default_backend() != "gpu":
             raise ValueError(f"attention impl=cudnn needs an NVIDIA GPU, this platform is {jax.default_backend()}; "
                              "use attention=xla or attention=pallas")
-        mask = None if segment_ids is None else jnp.broadcast_to(same, (q.shape[0], 1, q.shape[1], k.shape[1]))
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal, implementation="cudnn")
+        segment_mask = None if segment_ids is None else same  # [B, 1, T, T]; causality is is_causal's
+        return jax.nn.dot_product_attention(q, k, v, mask=segment_mask, is_causal=causal, implementation="cudnn")
     return reference_attention(q, k, v, mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng)
 
 

@@ -77,9 +77,6 @@ class Attention(nn.Module):
             y = dot_product_attention(
                 q, k, v, causal=True, dropout_rate=dropout_rate, dropout_rng=dropout_rng, impl=cfg.attention
             )
-            new_cache = None
-            if layer_cache is not None:
-                new_cache = {"k": k.astype(layer_cache["k"].dtype), "v": v.astype(layer_cache["v"].dtype)}
         else:
             # Write this chunk's keys/values at cache_index, attend over the whole buffer; slots
             # not yet written lie after every query position, so the causal mask hides them.
@@ -96,8 +93,10 @@ class Attention(nn.Module):
                 v_all = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(layer_cache["v"].dtype), (0, cache_index, 0, 0))
                 y = reference_attention(q, k_all.astype(dtype), v_all.astype(dtype), mask,
                                         dropout_rate=dropout_rate, dropout_rng=dropout_rng)
-            # Only this chunk's keys/values leave the layer; GPT writes them into the whole cache
-            # at once, so the layer scan stacks [B, T, N, H] chunks, not copies of the cache.
+        # Only this chunk's keys/values leave the layer; GPT writes them into the whole cache at
+        # once, so the layer scan stacks [B, T, N, H] chunks, not copies of the cache.
+        new_cache = None
+        if layer_cache is not None:
             new_cache = {"k": k.astype(layer_cache["k"].dtype), "v": v.astype(layer_cache["v"].dtype)}
         y = y.reshape(B, T, D)
         y = nn.Dense(D, dtype=dtype, kernel_init=_weight_init(cfg, residual=True), name="c_proj")(y)

@@ -200,11 +200,11 @@ def activation_rules(mesh: Mesh | None, rule_name: str):
 
 def constrain(x: jax.Array, logical: tuple[str | None, ...]) -> jax.Array:
     """with_sharding_constraint by logical names; a no-op outside `activation_rules`."""
-    active = _ACTIVE.get()
-    if active is None:
+    placed = active_spec(logical)
+    if placed is None:
         return x
-    mesh, rule_set = active
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, logical_to_spec(logical, rule_set)))
+    mesh, spec = placed
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
 def active_spec(logical: tuple[str | None, ...]) -> tuple[Mesh, PartitionSpec] | None:

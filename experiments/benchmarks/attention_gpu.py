@@ -166,6 +166,17 @@ def bench(fn, args, s: dict) -> tuple[float, float]:
     return statistics.median(samples), first
 
 
+def timed_passes(attn, q, k, v, do) -> dict:
+    """{"fwd": ..., "fb": ...}: (jitted function, its arguments, FLOPs as a multiple of the
+    forward's) for the forward pass and for forward+backward (d loss / d out = do)."""
+
+    def loss(q, k, v, do):
+        return jnp.sum(attn(q, k, v).astype(jnp.float32) * do.astype(jnp.float32))
+
+    return {"fwd": (jax.jit(attn), (q, k, v), 1.0),
+            "fb": (jax.jit(jax.grad(loss, argnums=(0, 1, 2))), (q, k, v, do), 3.5)}
+
+
 def kernels(s: dict) -> tuple[dict, str]:
     N, H, rows = s["k_N"], 64, []
     for T in s["k_T"]:
@@ -173,13 +184,7 @@ def kernels(s: dict) -> tuple[dict, str]:
         q, k, v, do = (randn(key, (B, T, N, H), jnp.bfloat16) for key in jax.random.split(jax.random.key(T), 4))
         fwd_flops = 4.0 * B * N * T * T * H / 2
         for impl in IMPLS:
-            attn = functools.partial(dot_product_attention, causal=True, impl=impl)
-
-            def loss(q, k, v, do, attn=attn):  # d loss / d out = do
-                return jnp.sum(attn(q, k, v).astype(jnp.float32) * do.astype(jnp.float32))
-
-            passes = {"fwd": (jax.jit(attn), (q, k, v), 1.0),
-                      "fb": (jax.jit(jax.grad(loss, argnums=(0, 1, 2))), (q, k, v, do), 3.5)}
+            passes = timed_passes(functools.partial(dot_product_attention, causal=True, impl=impl), q, k, v, do)
             row = dict(impl=impl, T=T, B=B)
             for name, (fn, args, factor) in passes.items():
                 if skip_reason(impl):
@@ -283,13 +288,8 @@ def blocks(s: dict) -> tuple[list[dict], str]:
     rows = []
     for name, sizes in BLOCK_CANDIDATES.items():
         attn = functools.partial(flash_attention, causal=True, block_sizes=BlockSizes(*sizes))
-
-        def loss(q, k, v, do, attn=attn):
-            return jnp.sum(attn(q, k, v).astype(jnp.float32) * do.astype(jnp.float32))
-
         row = dict(blocks=name, sizes=str(sizes))
-        for key, (fn, args, factor) in {"fwd": (jax.jit(attn), (q, k, v), 1.0),
-                                        "fb": (jax.jit(jax.grad(loss, argnums=(0, 1, 2))), (q, k, v, do), 3.5)}.items():
+        for key, (fn, args, factor) in timed_passes(attn, q, k, v, do).items():
             try:
                 sec, _ = bench(fn, args, s)
                 row[f"{key}_tflops"] = factor * fwd_flops / sec / 1e12

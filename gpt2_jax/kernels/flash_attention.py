@@ -21,7 +21,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gpt2_jax.kernels import dropout_mask
 from gpt2_jax.kernels.block_sizes import BACKENDS, MAX_HEAD_DIM, BlockSizes, KernelConfigError
 from gpt2_jax.kernels.spec import KernelSpec
 
@@ -50,7 +49,7 @@ def flash_attention(
 ) -> jax.Array:
     """softmax(q k^T / sqrt(H) [masked]) v, never materializing the [T, T] scores.
 
-    `dropout_seed` (int32 scalar, see `dropout_mask.seed_from_key`) selects the dropout mask;
+    `dropout_seed` (int32 scalar, see `kernels.seed_from_key`) selects the dropout mask;
     `index_offsets` = (first batch row, first head) of these arrays in the global batch, so a
     shard of a mesh draws the same mask it would unsharded. `backend` "gpu" or "tpu" picks the
     kernels (default: the platform's); `interpret` runs them on CPU (default: when on CPU).
@@ -113,7 +112,7 @@ def _check_inputs(q, k, v, segment_ids, dropout_rate, dropout_seed) -> None:
     if dropout_rate > 0.0:
         if dropout_seed is None:
             raise KernelConfigError(
-                f"dropout_rate={dropout_rate} needs a dropout_seed (dropout_mask.seed_from_key(rng)); or set dropout_rate=0"
+                f"dropout_rate={dropout_rate} needs a dropout_seed (gpt2_jax.kernels.seed_from_key(rng)); or set dropout_rate=0"
             )
         if T > MAX_DROPOUT_LEN:
             raise KernelConfigError(f"attention dropout supports T <= {MAX_DROPOUT_LEN}, got T={T}; set dropout_rate=0")
@@ -146,8 +145,3 @@ def _flash_backward(spec, residuals, d_out):
 
 
 _flash.defvjp(_flash_forward, _flash_backward)
-
-
-def keep_mask(seed: jax.Array, batch: int, heads: int, seq_len: int, rate: float) -> jax.Array:
-    """The [B, N, T, T] dropout keep mask `flash_attention` applies for `seed` at offsets (0, 0)."""
-    return dropout_mask.keep_mask(seed, batch, heads, seq_len, rate)

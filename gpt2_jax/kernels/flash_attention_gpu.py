@@ -27,26 +27,18 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from gpt2_jax.kernels import dropout_mask
-from gpt2_jax.kernels.spec import MASK_VALUE, KernelSpec
+from gpt2_jax.kernels import dropout_mask, tile_math
+from gpt2_jax.kernels.spec import KernelSpec
 
 
 def _dot(a, b, contract=((1,), (1,))):
     return lax.dot_general(a, b, (contract, ((), ())), preferred_element_type=jnp.float32)
 
 
-def _tile_mask(spec: KernelSpec, q_pos, k_pos, q_seg, k_seg, causal: bool):
-    """Boolean [bq, bk] of the scores a tile may use, or None when it may use all of them."""
-    mask = None
-    if causal:
-        mask = k_pos <= q_pos
-    if q_seg is not None:
-        same = q_seg[:, None] == k_seg[None, :]
-        mask = same if mask is None else mask & same
-    if not spec.causal and spec.padded_len != spec.seq_len:  # padded keys; causal rows never reach them
-        real = k_pos < spec.seq_len
-        mask = real if mask is None else mask & real
-    return mask
+def _masked_scores(spec: KernelSpec, q, k, q_pos, k_pos, q_seg, k_seg, causal: bool):
+    """Scaled, masked scores [bq, bk] fp32 of one tile; segment ids are [bq] and [bk] vectors."""
+    same = None if q_seg is None else q_seg[:, None] == k_seg[None, :]
+    return tile_math.mask_scores(spec, _dot(q, k) * spec.sm_scale, q_pos, k_pos, same, causal)
 
 
 def _split_refs(spec: KernelSpec, refs):
@@ -93,12 +85,9 @@ def _forward_kernel(*refs, spec: KernelSpec):
         k_start = j * bk
         k = k_ref[pl.ds(k_start, bk), :]
         v = v_ref[pl.ds(k_start, bk), :]
-        s = _dot(q, k) * spec.sm_scale  # [bq, bk] fp32
         k_pos = k_start + lax.broadcasted_iota(jnp.int32, (1, bk), 1)
         k_seg = None if k_seg_ref is None else k_seg_ref[pl.ds(k_start, bk)]
-        mask = _tile_mask(spec, q_pos, k_pos, q_seg, k_seg, causal)
-        if mask is not None:
-            s = jnp.where(mask, s, MASK_VALUE)
+        s = _masked_scores(spec, q, k, q_pos, k_pos, q_seg, k_seg, causal)
         m_new = jnp.maximum(m, jnp.max(s, axis=1))
         alpha = jnp.exp(m - m_new)
         p = jnp.exp(s - m_new[:, None])
@@ -128,7 +117,8 @@ def forward(q, k, v, q_seg, k_seg, rng, spec: KernelSpec):
     nq = Tp // bq
     q_tile = pl.BlockSpec((None, bq, None, Hp), lambda i, b, n: (b, nq - 1 - i, n, 0))
     whole = pl.BlockSpec((None, Tp, None, Hp), lambda i, b, n: (b, 0, n, 0))
-    in_specs, args = _extra_inputs(spec, rng, q_seg, k_seg, lambda i, b, n: (b, nq - 1 - i), bq)
+    in_specs, args = _extra_inputs(spec, rng, q_seg, k_seg, pl.BlockSpec((None, bq), lambda i, b, n: (b, nq - 1 - i)),
+                                   _whole_segment(spec))
     return pl.pallas_call(
         functools.partial(_forward_kernel, spec=spec),
         grid=(nq, B, N),
@@ -141,15 +131,19 @@ def forward(q, k, v, q_seg, k_seg, rng, spec: KernelSpec):
     )(*args, q, k, v)
 
 
-def _extra_inputs(spec: KernelSpec, rng, q_seg, k_seg, q_seg_index, q_seg_block):
+def _whole_segment(spec: KernelSpec):
+    """The segment ids of the whole sequence of this program's batch row."""
+    return pl.BlockSpec((None, spec.padded_len), lambda t, b, n: (b, 0))
+
+
+def _extra_inputs(spec: KernelSpec, rng, q_seg, k_seg, q_seg_spec, k_seg_spec):
     """BlockSpecs and arrays for the optional dropout seed/offsets and segment ids."""
     specs, args = [], []
     if spec.dropout_rate > 0:
         specs.append(pl.BlockSpec((4,), lambda *_: (0,)))
         args.append(rng)
     if spec.segmented:
-        specs.append(pl.BlockSpec((None, q_seg_block), q_seg_index))
-        specs.append(pl.BlockSpec((None, spec.padded_len), lambda *g: (g[1], 0)))
+        specs += [q_seg_spec, k_seg_spec]
         args += [q_seg, k_seg]
     return specs, args
 
@@ -159,19 +153,11 @@ def _extra_inputs(spec: KernelSpec, rng, q_seg, k_seg, q_seg_index, q_seg_block)
 
 def _probs_and_dscores(spec, stream, q, k, v, do, lse, delta, q_pos, k_pos, q_seg, k_seg, causal):
     """Rebuild P for one tile and return (P with dropout applied, dS) -- both [bq, bk] fp32."""
-    s = _dot(q, k) * spec.sm_scale
-    mask = _tile_mask(spec, q_pos, k_pos, q_seg, k_seg, causal)
-    if mask is not None:
-        s = jnp.where(mask, s, MASK_VALUE)
-    p = jnp.exp(s - lse[:, None])
-    dp = _dot(do, v)  # dO V^T: gradient w.r.t. the (dropped) probabilities
+    s = _masked_scores(spec, q, k, q_pos, k_pos, q_seg, k_seg, causal)
+    keep = None
     if stream is not None:
         keep = dropout_mask.keep_bits(stream, q_pos, k_pos, spec.seq_len, spec.dropout_rate)
-        p_dropped = jnp.where(keep, p * spec.keep_scale, 0.0)
-        dp = jnp.where(keep, dp * spec.keep_scale, 0.0)
-    else:
-        p_dropped = p
-    return p_dropped, p * (dp - delta[:, None])
+    return tile_math.probs_and_dscores(spec, s, lse[:, None], _dot(do, v), delta[:, None], keep)
 
 
 def _dkv_kernel(*refs, spec: KernelSpec):
@@ -246,9 +232,9 @@ def backward(q, k, v, q_seg, k_seg, rng, o, lse, do, delta, spec: KernelSpec):
 
     bk = blocks.block_k_dkv
     k_tile = pl.BlockSpec((None, bk, None, Hp), lambda t, b, n: (b, t, n, 0))
-    extra_specs, extra = _extra_inputs(spec, rng, q_seg, k_seg, lambda t, b, n: (b, 0), Tp)
-    if spec.segmented:  # this kernel owns a key tile: its key ids are a tile, its query ids whole
-        extra_specs[-1] = pl.BlockSpec((None, bk), lambda t, b, n: (b, t))
+    # this kernel owns a key tile: its key ids are a tile, its query ids the whole row
+    extra_specs, extra = _extra_inputs(spec, rng, q_seg, k_seg, _whole_segment(spec),
+                                       pl.BlockSpec((None, bk), lambda t, b, n: (b, t)))
     dk, dv = pl.pallas_call(
         functools.partial(_dkv_kernel, spec=spec),
         grid=(Tp // bk, B, N),
@@ -265,7 +251,8 @@ def backward(q, k, v, q_seg, k_seg, rng, o, lse, do, delta, spec: KernelSpec):
     q_index = lambda t, b, n: (b, nq - 1 - t, n, 0)  # noqa: E731
     q_tile = pl.BlockSpec((None, bq, None, Hp), q_index)
     row_tile = pl.BlockSpec((None, None, bq), lambda t, b, n: (b, n, nq - 1 - t))
-    extra_specs, extra = _extra_inputs(spec, rng, q_seg, k_seg, lambda t, b, n: (b, nq - 1 - t), bq)
+    extra_specs, extra = _extra_inputs(spec, rng, q_seg, k_seg, pl.BlockSpec((None, bq), lambda t, b, n: (b, nq - 1 - t)),
+                                       _whole_segment(spec))
     dq = pl.pallas_call(
         functools.partial(_dq_kernel, spec=spec),
         grid=(nq, B, N),

@@ -25,8 +25,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from gpt2_jax.kernels import dropout_mask
-from gpt2_jax.kernels.spec import MASK_VALUE, KernelSpec
+from gpt2_jax.kernels import dropout_mask, tile_math
+from gpt2_jax.kernels.spec import KernelSpec
 
 
 def _dot(a, b, contract):
@@ -38,19 +38,10 @@ NT, NN, TN = ((1,), (1,)), ((1,), (0,)), ((0,), (0,))  # a @ b.T, a @ b, a.T @ b
 
 def _scores(spec, rng_ref, seg_refs, q, k, q_start, k_start, bq, bk):
     """Scaled, masked scores [bq, bk] fp32 and the dropout keep mask (or None) of one tile."""
-    s = _dot(q, k, NT) * spec.sm_scale
     q_pos = q_start + lax.broadcasted_iota(jnp.int32, (bq, bk), 0)
     k_pos = k_start + lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
-    mask = None
-    if spec.causal:
-        mask = k_pos <= q_pos
-    if seg_refs is not None:
-        same = seg_refs[0][...] == seg_refs[1][...]  # [bq, 1] == [1, bk]
-        mask = same if mask is None else mask & same
-    if not spec.causal and spec.padded_len != spec.seq_len:
-        mask = (k_pos < spec.seq_len) if mask is None else mask & (k_pos < spec.seq_len)
-    if mask is not None:
-        s = jnp.where(mask, s, MASK_VALUE)
+    same = None if seg_refs is None else seg_refs[0][...] == seg_refs[1][...]  # [bq, 1] == [1, bk]
+    s = tile_math.mask_scores(spec, _dot(q, k, NT) * spec.sm_scale, q_pos, k_pos, same, spec.causal)
     keep = None
     if spec.dropout_rate > 0:
         stream = dropout_mask.stream_key(rng_ref[0], pl.program_id(0) + rng_ref[1], pl.program_id(1) + rng_ref[2])
@@ -149,7 +140,7 @@ def forward(q, k, v, q_seg, k_seg, rng, spec: KernelSpec):
         return (b, n, j if last is None else jnp.minimum(j, last), 0)
 
     def k_seg_tile(b, n, i, j, *_):
-        return kv_tile(b, n, i, j)[0], 0, kv_tile(b, n, i, j)[2]
+        return b, 0, kv_tile(b, n, i, j)[2]
 
     q_tile = pl.BlockSpec((None, None, bq, H), lambda b, n, i, j, *_: (b, n, i, 0))
     row_tile = pl.BlockSpec((None, None, bq, 1), lambda b, n, i, j, *_: (b, n, i, 0))
@@ -170,12 +161,7 @@ def forward(q, k, v, q_seg, k_seg, rng, spec: KernelSpec):
 def _tile_grads(spec, rng_ref, seg_refs, q, k, v, do, lse, delta, q_start, k_start, bq, bk):
     """(P after dropout, dS) of one tile, [bq, bk] fp32, rebuilt from the saved log-sum-exp."""
     s, keep = _scores(spec, rng_ref, seg_refs, q, k, q_start, k_start, bq, bk)
-    p = jnp.exp(s - lse)
-    dp = _dot(do, v, NT)
-    if keep is not None:
-        dp = jnp.where(keep, dp * spec.keep_scale, 0.0)
-        return jnp.where(keep, p * spec.keep_scale, 0.0), p * (dp - delta)
-    return p, p * (dp - delta)
+    return tile_math.probs_and_dscores(spec, s, lse, _dot(do, v, NT), delta, keep)
 
 
 def _dkv_kernel(*refs, spec: KernelSpec):
