@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from gpt2_jax import kernels, sharding
+from gpt2_jax.dropout import attention_keep_mask
 
 IMPLS = ("auto", "xla", "cudnn", "pallas")
 
@@ -46,7 +47,7 @@ def reference_attention(
     dropout_keep: jax.Array | None = None,
 ) -> jax.Array:
     """softmax(q k^T / sqrt(H) + mask) v with float32 scores; dropout on the probabilities,
-    drawn from `dropout_rng` or given as a boolean keep mask broadcasting to [B, N, Tq, Tk]
+    drawn from `dropout_rng` (the kernels' counter hash, see dropout.py) or given as a boolean keep mask broadcasting to [B, N, Tq, Tk]
     (tests pass the mask a kernel used)."""
     head_dim = q.shape[-1]
     scores = jnp.einsum("bqnh,bknh->bnqk", q, k, preferred_element_type=jnp.float32)
@@ -59,7 +60,10 @@ def reference_attention(
         if keep is None:
             if dropout_rng is None:
                 raise ValueError("attention dropout_rate > 0 needs a dropout_rng; pass one or set dropout_rate=0")
-            keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+            # The flash kernels' mask (a hash of seed and global indices), so "xla" and "pallas"
+            # drop the same scores and no mesh changes which.
+            B, N, Tq, Tk = probs.shape
+            keep = attention_keep_mask(kernels.seed_from_key(dropout_rng), B, N, Tq, Tk, dropout_rate)
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
     return jnp.einsum("bnqk,bknh->bqnh", probs.astype(v.dtype), v)
 

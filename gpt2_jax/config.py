@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 DTYPES = ("float32", "bfloat16")
 SHARDING_RULES = ("dp", "fsdp", "fsdp_tp")  # defined in sharding.py
-REMAT_POLICIES = ("none", "full", "dots")
+REMAT_POLICIES = ("auto", "none", "full", "dots")  # auto: by model size, see backend_defaults.py
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "pallas")  # see attention.py
 NAN_POLICIES = ("skip", "stop")  # what the loop does after a non-finite loss or gradient
 
@@ -56,9 +56,11 @@ class ModelConfig:
     layer_norm_epsilon: float = 1e-5
     vocab_multiple: int = 128  # pad the vocabulary so sharded and tiled matmuls divide evenly
     dtype: str = "float32"  # compute dtype; parameters are always float32
-    scan_layers: bool = True  # one compiled block, stacked parameters [L, ...]
-    remat: str = "none"  # rematerialisation policy for each block in the backward pass
-    attention: str = "xla"  # auto | xla | cudnn | pallas: which attention.py implementation trains
+    # Layer loop: true = one compiled block (lax.scan), false = unrolled (same stacked parameters
+    # [L, ...]), auto = per backend at build time (backend_defaults.py: unrolled on GPU, scanned elsewhere).
+    scan_layers: bool | str = "auto"
+    remat: str = "auto"  # rematerialisation policy per block in the backward pass; auto = by size
+    attention: str = "auto"  # auto | xla | cudnn | pallas: which attention.py implementation trains
 
     def __post_init__(self):
         for name in ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "vocab_multiple"):
@@ -73,6 +75,10 @@ class ModelConfig:
             value = getattr(self, name)
             _check(0.0 <= value < 1.0, f"model.{name}={value} must be in [0, 1)")
         _check(self.layer_norm_epsilon > 0, f"model.layer_norm_epsilon={self.layer_norm_epsilon} must be > 0")
+        if isinstance(self.scan_layers, str) and self.scan_layers != "auto":  # "true"/"false" from JSON or code
+            object.__setattr__(self, "scan_layers", _parse_value("model.scan_layers", self.scan_layers, bool | str))
+        _check(isinstance(self.scan_layers, bool) or self.scan_layers == "auto",
+               f"model.scan_layers={self.scan_layers!r} is not a boolean or 'auto'; use true, false or auto")
         _check(self.dtype in DTYPES, f"model.dtype={self.dtype!r} is not one of {DTYPES}")
         _check(self.remat in REMAT_POLICIES, f"model.remat={self.remat!r} is not one of {REMAT_POLICIES}")
         _check(
@@ -263,6 +269,13 @@ def _field_types(cls) -> dict[str, Any]:
 
 
 def _parse_value(key: str, text: str, kind: Any) -> Any:
+    if kind == bool | str:  # a boolean that may also be "auto" (resolved later, per backend)
+        if text.strip().lower() == "auto":
+            return "auto"
+        try:
+            return _parse_value(key, text, bool)
+        except ConfigError:
+            raise ConfigError(f"{key}={text!r} is not a boolean or 'auto'; use true, false or auto") from None
     if kind is bool:
         lowered = text.strip().lower()
         if lowered in ("true", "1", "yes", "on"):

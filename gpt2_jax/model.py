@@ -14,7 +14,7 @@ Kernels are [in, out], the layout of OpenAI's checkpoints and of Hugging Face's 
 conversion is a rename. The vocabulary is padded (50257 -> 50304) so matmuls tile and shard
 evenly; the padded rows start at zero and their logits are masked so they never get probability.
 
-`scan_layers=False` runs the same scan fully unrolled, so both modes share one parameter layout.
+`scan_layers=False` (the "auto" choice on GPU) runs the same scan fully unrolled, so both modes share one parameter layout.
 Decoding uses an explicit KV cache (`init_cache`) passed in and returned, never hidden state.
 
 References:
@@ -33,7 +33,9 @@ import jax
 import jax.numpy as jnp
 
 from gpt2_jax.attention import causal_mask, dot_product_attention, reference_attention, single_query_attention
+from gpt2_jax.backend_defaults import layer_loop_is_scanned, remat_policy
 from gpt2_jax.config import ModelConfig
+from gpt2_jax.dropout import Dropout
 from gpt2_jax.sharding import constrain
 
 RESIDUAL = ("act_batch", "act_length", "act_embed")  # logical axes of the residual stream [B, T, D]
@@ -127,7 +129,7 @@ class Block(nn.Module):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         ln = lambda name: nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype, name=name)
-        dropout = nn.Dropout(rate=cfg.resid_pdrop, deterministic=self.deterministic)
+        dropout = Dropout(rate=cfg.resid_pdrop, deterministic=self.deterministic)
         y, new_cache = Attention(cfg, self.deterministic, name="attn")(ln("ln_1")(x), layer_cache, cache_index)
         x = constrain(x + dropout(y), RESIDUAL)
         x = constrain(x + dropout(MLP(cfg, name="mlp")(ln("ln_2")(x))), RESIDUAL)
@@ -165,18 +167,18 @@ class GPT(nn.Module):
         wpe = nn.Embed(cfg.n_ctx, cfg.n_embd, embedding_init=nn.initializers.normal(stddev=0.02), name="wpe")
         positions = cache_index + jnp.arange(T)
         x = constrain(wte(tokens) + wpe(positions)[None], RESIDUAL)  # [B, T, D]
-        x = nn.Dropout(rate=cfg.embd_pdrop, deterministic=deterministic)(x).astype(dtype)
+        x = Dropout(rate=cfg.embd_pdrop, deterministic=deterministic)(x).astype(dtype)
 
-        block = Block
-        if cfg.remat != "none":
-            block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+        block, scanned, remat = Block, layer_loop_is_scanned(cfg), remat_policy(cfg)  # "auto" resolved here
+        if remat != "none":
+            block = nn.remat(Block, policy=_REMAT_POLICIES[remat], prevent_cse=not scanned)
         layers = nn.scan(
             block,
             variable_axes={"params": 0},
             split_rngs={"params": True, "dropout": True},
             in_axes=(0, nn.broadcast),
             length=cfg.n_layer,
-            unroll=1 if cfg.scan_layers else cfg.n_layer,
+            unroll=1 if scanned else cfg.n_layer,
         )
         x, new_kv = layers(cfg, deterministic, name="h")(x, cache, cache_index)
         new_cache = None

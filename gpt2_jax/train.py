@@ -32,7 +32,8 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from gpt2_jax import checkpoint, distributed, mfu, preemption, sharding
+from gpt2_jax import backend_defaults, checkpoint, distributed, mfu, preemption, sharding
+from gpt2_jax.backend_defaults import layer_loop_is_scanned, remat_policy
 from gpt2_jax.config import ConfigError, TrainConfig, to_dict
 from gpt2_jax.data.loader import TokenLoader
 from gpt2_jax.data.prepare import MANIFEST, bundled_corpus, prepare_text
@@ -54,29 +55,15 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
 
-def _has_prng_impl(name: str) -> bool:
-    try:
-        jax.random.key(0, impl=name)
-    except (ValueError, TypeError, KeyError):
-        return False
-    return True
-
-
 def make_train_step(cfg: TrainConfig, tx: optax.GradientTransformation, dropout_rng: jax.Array) -> Callable:
     """The pure step `(state, batch[B, T+1]) -> (state, metrics)`; `Trainer` jits it with shardings."""
     model = GPT(cfg.model)
     schedule = learning_rate_schedule(cfg.optim, cfg.steps)
     deterministic = max(cfg.model.embd_pdrop, cfg.model.attn_pdrop, cfg.model.resid_pdrop) == 0.0
-    # Dropout masks are drawn with Philox (4x32, 10 rounds; Salmon et al. 2011), keyed from the
-    # threefry step key: like partitionable threefry it is identical across shardings and
-    # backends, but XLA:CPU lowers threefry2x32 as a rolled loop, ~4x slower per random bit.
-    # XLA cannot yet partition Philox's mulhi over a mesh ("failed to legalize mhlo.unknown"), so
-    # multi-device runs keep threefry: dropout masks differ between 1-device and mesh runs.
-    philox = "philox4x32" if _has_prng_impl("philox4x32") and jax.device_count() == 1 else None
-
+    # Dropout masks are a counter hash of (the site's seed from this key, global position)
+    # (gpt2_jax/dropout.py): the same on every mesh and backend, so a run restored on another
+    # mesh continues the same trajectory.
     def loss_fn(params, batch, rng):
-        if philox is not None:
-            rng = jax.random.wrap_key_data(jax.random.bits(rng, (2,), jnp.uint32), impl=philox)
         logits, _ = model.apply({"params": params}, batch[:, :-1], deterministic=deterministic, rngs={"dropout": rng})
         return cross_entropy(logits, batch[:, 1:])
 
@@ -244,7 +231,7 @@ def compile_only(cfg: TrainConfig, say: Callable[[str], None] = print) -> dict:
         "device_kind": jax.devices()[0].device_kind,
         "mesh": dict(trainer.mesh.shape),
         "rules": cfg.mesh.rules,
-        "remat": cfg.model.remat,
+        "remat": remat_policy(cfg.model),
         "compile_seconds": seconds,
         "argument_bytes": int(memory.argument_size_in_bytes),
         "output_bytes": int(memory.output_size_in_bytes),
@@ -256,13 +243,13 @@ def compile_only(cfg: TrainConfig, say: Callable[[str], None] = print) -> dict:
     # Donated state aliases its outputs, so peak ~ arguments + temporaries + non-aliased outputs.
     report["peak_bytes"] = report["argument_bytes"] + report["temp_bytes"] + report["output_bytes"] - report["alias_bytes"]
     gib = 2**30
-    say(f"compile-only: {sharding.describe(trainer.mesh)}, rules {cfg.mesh.rules}, remat {cfg.model.remat}, "
+    say(f"compile-only: {sharding.describe(trainer.mesh)}, rules {cfg.mesh.rules}, {backend_defaults.describe(cfg.model)}, "
         f"batch {cfg.batch_size} x {cfg.seq_len}, compiled in {seconds:.1f} s")
     say(f"per-device memory: arguments {report['argument_bytes'] / gib:.2f} GiB, temporaries "
         f"{report['temp_bytes'] / gib:.2f} GiB, outputs {report['output_bytes'] / gib:.2f} GiB "
         f"(aliased {report['alias_bytes'] / gib:.2f}); peak ~ {report['peak_bytes'] / gib:.2f} GiB")
     say(f"FLOPs per step: XLA cost analysis {report['xla_flops_per_device']:.4g} per device"
-        f"{' (XLA counts the scanned layer body once)' if cfg.model.scan_layers else ''}; "
+        f"{' (XLA counts the scanned layer body once)' if layer_loop_is_scanned(cfg.model) else ''}; "
         f"model (6N + 12LTD) {report['model_flops_per_step']:.4g} in total")
     return report
 
@@ -438,7 +425,8 @@ def train(cfg: TrainConfig, *, say: Callable[[str], None] = print, progress: boo
     peak = mfu.peak_flops(device.device_kind)
     say(f"model: {n_params:,} parameters (L={cfg.model.n_layer} D={cfg.model.n_embd} N={cfg.model.n_head} "
         f"T={cfg.seq_len} V={cfg.model.n_vocab}); batch {cfg.batch_size} x {cfg.seq_len} = {tokens_per_step:,} tokens/step")
-    say(f"mesh: {sharding.describe(trainer.mesh)}, rules {cfg.mesh.rules}; processes: {jax.process_count()}")
+    say(f"mesh: {sharding.describe(trainer.mesh)}, rules {cfg.mesh.rules}; processes: {jax.process_count()}; "
+        f"{backend_defaults.describe(cfg.model)}")
     say(f"MFU: FLOPs/token = 6*N + 12*L*T*D = {flops:.4g}; peak for {device.device_kind!r} "
         f"x{jax.device_count()}: {'n/a' if peak is None else f'{peak:.3g} FLOP/s'}")
 

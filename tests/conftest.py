@@ -1,4 +1,4 @@
-"""Shared test setup: 8 forced CPU devices before JAX starts, plus session-wide fixtures.
+"""Shared test setup: 8 forced CPU devices before JAX starts (unless -m gpu/tpu), plus session-wide fixtures.
 
 JAX reads XLA_FLAGS and JAX_PLATFORMS once, when its backend starts, so they are set here at
 import time: pytest imports this file before any test module (and so before any `import jax`).
@@ -9,11 +9,35 @@ Each distinct jitted shape costs a compile, so forward functions are cached per 
 from __future__ import annotations
 
 import os
+import sys
 
 _DEVICE_FLAG = "--xla_force_host_platform_device_count=8"
 if _DEVICE_FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _DEVICE_FLAG).strip()
-os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def _selects_hardware_tests(argv: list[str]) -> bool:
+    """True when the command line's (last) `-m` expression selects `gpu` or `tpu` tests: then JAX
+    must see the accelerator. Without `-m`, setup.cfg's addopts deselect them (CPU suite)."""
+    expression = None
+    for i, arg in enumerate(argv):
+        if arg == "-m" and i + 1 < len(argv):
+            expression = argv[i + 1]
+        elif arg.startswith("-m") and len(arg) > 2 and not arg.startswith("-m="):
+            expression = arg[2:]
+    if not expression:
+        return False
+    from _pytest.mark.expression import Expression  # pytest's own evaluator of -m expressions
+
+    compiled = Expression.compile(expression)
+    return any(compiled.evaluate(lambda name, marker=marker, **_: name == marker) for marker in ("gpu", "tpu"))
+
+
+# The normal suite runs on 8 forced CPU devices whatever the machine has. An explicit
+# JAX_PLATFORMS (e.g. JAX_PLATFORMS=cuda) is respected, and `pytest -m gpu` / `-m tpu` leave the
+# platform to JAX so the hardware tests see the device they test.
+if "JAX_PLATFORMS" not in os.environ and not _selects_hardware_tests(sys.argv):
+    os.environ["JAX_PLATFORMS"] = "cpu"
 
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
