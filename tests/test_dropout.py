@@ -4,6 +4,12 @@ XLA attention path drops exactly the scores the flash kernels drop."""
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,9 +43,22 @@ def _config(mesh: MeshConfig, pdrop: float = 0.1) -> TrainConfig:
                        mesh=mesh, steps=STEPS, batch_size=8, seed=3)
 
 
+def one_device_losses() -> list[float]:
+    """In a process with ONE device (what a single-GPU run is): the step's PRNG choices there
+    (e.g. a faster generator when device_count() == 1) must not change the masks."""
+    assert jax.device_count() == 1, jax.devices()
+    return _losses(_config(MeshConfig(data=1, fsdp=1, tensor=1)), jax.devices())
+
+
+@pytest.mark.slow  # three compiles, one in a 1-device subprocess: ~30-80 s on 2 busy cores
 def test_one_device_and_a_2x2x2_mesh_train_the_same_trajectory_with_all_dropouts_on():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    script = (f"import json, sys; sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r}); "
+              "import test_dropout; print(json.dumps(test_dropout.one_device_losses()))")
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    one = json.loads(run.stdout.strip().splitlines()[-1])
     assert jax.device_count() >= 8, "conftest forces 8 CPU devices"
-    one = _losses(_config(MeshConfig(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
     mesh = _losses(_config(MeshConfig(data=2, fsdp=2, tensor=2, rules="fsdp_tp")), jax.devices()[:8])
     np.testing.assert_allclose(mesh, one, rtol=2e-5)
     # ...and dropout really is on: the same steps without it give other losses.
