@@ -1,4 +1,4 @@
-"""Training data: corpus readers, the WebText cleaning recipe, token shards, the tf.data loader.
+"""Training data: corpus readers, the WebText cleaning recipe, token shards, the loader (tf.data, or numpy threads without TensorFlow).
 
   readers.py     text / JSONL / OpenWebText archives / TFDS -> raw documents
   clean.py       the recipe: UTF-8, normalization, length, Wikipedia filter, split; the report
@@ -6,7 +6,8 @@
   ngrams.py      stable word n-gram hashes (dedup shingles, overlap 8-grams)
   prepare.py     corpus -> train/val shards + manifest, parallel and restartable
   shards.py      llm.c uint16 shard files, the manifest reader
-  loader.py      TokenLoader: (seed, step) -> windows, per host, global jax.Arrays, via tf.data
+  loader.py      TokenLoader: (seed, step) -> windows, per host, global jax.Arrays, via tf.data or threads
+  prefetch.py    the TensorFlow-free pipeline's ordered, bounded background producer
   overlap.py     8-gram Bloom filter overlap of eval sets with the training shards
   tf_runtime.py  the lazy, accelerator-free, thread-bounded TensorFlow import
   cli.py         `gpt2-jax data prepare|stats|overlap`

@@ -1,5 +1,5 @@
 """The training input pipeline: windows of T+1 tokens, in a global order that is a pure function
-of (seed, step), each host reading only its rows of every global batch, through tf.data.
+of (seed, step), each host reading only its rows of every global batch, through tf.data or threads.
 
 Windows. Shard s of a split holds n_s tokens and (n_s - 1) // T windows; window k starts at
 token k*T and spans T+1 tokens (inputs and shifted targets; neighbours share one token). The
@@ -18,9 +18,13 @@ process_count); `global_batches` reads exactly the rows that this process's devi
 the given sharding and assembles global jax.Arrays with `jax.make_array_from_process_local_data`,
 so 1 host or N hosts see the same global batches.
 
-tf.data runs the reads (a numpy gather from memory-mapped shards, `tf.numpy_function`) in a
-private pool of `threads` threads and prefetches `prefetch` batches; TensorFlow is imported on
-first use, with accelerators hidden and its own thread pools bounded (`tf_runtime`). The reads
+Pipelines. `pipeline="tf"`: tf.data runs the reads (a numpy gather from memory-mapped shards,
+`tf.numpy_function`) in a private pool of `threads` threads and prefetches `prefetch` batches;
+TensorFlow is imported on first use, with accelerators hidden and its own thread pools bounded
+(`tf_runtime`). `pipeline="numpy"`: the same reads in `threads` plain threads with the same
+look-ahead (prefetch.py), no TensorFlow at all (GPU images rarely carry it). Both yield the very
+same batches, since each is the pure function `batch(step)`; `"auto"` (the default) takes tf.data
+when TensorFlow is installed and the numpy pipeline when it is not. The reads
 are random access by design (that is what makes the order a function of the step), which
 tf.data's file datasets (sequential records, resumable only through iterator checkpoints) do not
 offer; a batch of 64 x 1025 tokens is 64 small memcpys, far below a train step's cost.
@@ -36,6 +40,7 @@ References:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 from typing import Iterator
@@ -45,7 +50,19 @@ import numpy as np
 from gpt2_jax.data.errors import ShardError
 from gpt2_jax.data.ngrams import mix64, mix64_int
 from gpt2_jax.data.shards import read_manifest, read_shard
+from gpt2_jax.data.prefetch import Prefetcher
 from gpt2_jax.data.tf_runtime import DEFAULT_THREADS
+
+PIPELINES = ("auto", "tf", "numpy")
+
+
+def resolve_pipeline(pipeline: str) -> str:
+    """"tf" or "numpy": what `pipeline` means here ("auto": tf.data if TensorFlow is installed)."""
+    if pipeline not in PIPELINES:
+        raise ShardError(f"input pipeline {pipeline!r} is not one of {PIPELINES}")
+    if pipeline == "auto":
+        return "tf" if importlib.util.find_spec("tensorflow") is not None else "numpy"
+    return pipeline
 
 FEISTEL_ROUNDS = 6
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -86,7 +103,8 @@ class TokenLoader:
 
     def __init__(self, shard_dir: str | os.PathLike, split: str, seq_len: int, global_batch_size: int, seed: int,
                  n_vocab: int, *, vocab_fingerprint: str | None = None, process_index: int | None = None,
-                 process_count: int | None = None, prefetch: int = 2, threads: int = DEFAULT_THREADS):
+                 process_count: int | None = None, prefetch: int = 2, threads: int = DEFAULT_THREADS,
+                 pipeline: str = "auto"):
         shard_dir = pathlib.Path(shard_dir)
         manifest = read_manifest(shard_dir)
         where = str(shard_dir)
@@ -133,6 +151,7 @@ class TokenLoader:
         self.global_batch_size, self.seed = global_batch_size, seed
         self.process_index, self.process_count = process_index, process_count
         self.prefetch, self.threads = prefetch, threads
+        self.pipeline = resolve_pipeline(pipeline)
         windows = np.array([max(0, (s.size - 1) // seq_len) for s in self.shards], dtype=np.int64)
         self._first_window = np.concatenate([[0], np.cumsum(windows)])  # [S+1]
         self.n_windows = int(self._first_window[-1])
@@ -177,7 +196,7 @@ class TokenLoader:
         """This host's rows (or `rows`) of global batch `step`, computed directly."""
         return self.read(self.window_ids(step, self.host_rows if rows is None else rows))
 
-    # ---- tf.data iterators -------------------------------------------------------------------
+    # ---- iterators (tf.data or numpy threads) ------------------------------------------------
 
     def host_batches(self, start_step: int = 0) -> Iterator[np.ndarray]:
         """int32[global_batch / process_count, seq_len + 1] for steps start_step, start_step + 1, ..."""
@@ -241,6 +260,14 @@ class TokenLoader:
         return ds.prefetch(self.prefetch).with_options(options)
 
     def _iterate(self, start_step: int, rows: np.ndarray) -> Iterator[np.ndarray]:
+        if self.pipeline == "numpy":
+            batches = Prefetcher(lambda step: self.batch(step, rows), start_step, threads=self.threads,
+                                 depth=self.prefetch)
+            try:
+                yield from batches
+            finally:
+                batches.close()
+            return
         from gpt2_jax.data.tf_runtime import tensorflow
 
         tf = tensorflow(self.threads)
