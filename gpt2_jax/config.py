@@ -173,6 +173,7 @@ class OptimConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0  # global-norm clipping; 0 disables
+    mu_dtype: str = "float32"  # Adam's first moment: float32, or bfloat16 to halve its memory and traffic
 
     def __post_init__(self):
         _check(self.lr > 0, f"optim.lr={self.lr} must be > 0")
@@ -182,6 +183,7 @@ class OptimConfig:
         _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)")
         _check(self.grad_clip >= 0, f"optim.grad_clip={self.grad_clip} must be >= 0 (0 disables)")
+        _check(self.mu_dtype in DTYPES, f"optim.mu_dtype={self.mu_dtype!r} is not one of {DTYPES}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,8 +40,10 @@ def decay_mask(params: Any) -> Any:
 
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
     schedule = learning_rate_schedule(cfg, total_steps)
-    adamw = optax.adamw(schedule, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps,
-                        weight_decay=cfg.weight_decay, mask=decay_mask)
+    # mu_dtype=bfloat16 keeps the first moment in bf16 (the update is still computed in float32);
+    # the second moment stays float32, whose small values bf16's 8-bit mantissa would round coarsely.
+    adamw = optax.adamw(schedule, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                        mask=decay_mask, mu_dtype=None if cfg.mu_dtype == "float32" else cfg.mu_dtype)
     if cfg.grad_clip > 0:
         return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
     return adamw

@@ -1,4 +1,4 @@
-"""Training data: corpus readers, the WebText cleaning recipe, token shards, the loader (tf.data, or numpy threads without TensorFlow).
+"""Training data: corpus readers, the WebText cleaning recipe, token shards, the input pipeline.
 
   readers.py     text / JSONL / OpenWebText archives / TFDS -> raw documents
   clean.py       the recipe: UTF-8, normalization, length, Wikipedia filter, split; the report
