@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in Jupyter, the usual bar in a terminal
 
 from gpt2_jax import checkpoint, distributed, mfu, preemption, sharding
 from gpt2_jax.config import ABLATION_SWITCHES, ConfigError, TrainConfig, to_dict
