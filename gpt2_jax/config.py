@@ -150,6 +150,9 @@ class DataConfig:
         """`vocab` with "auto" resolved for a model of `n_vocab` ids."""
         if self.vocab != "auto":
             return self.vocab
+        _check(257 <= n_vocab <= 65536,
+               f"model.n_vocab={n_vocab} implies no vocabulary for the bundled corpus (data.vocab=auto needs "
+               f"257 <= n_vocab <= 65536); set model.n_vocab in that range, data.vocab or data.path")
         return "gpt2" if n_vocab == 50257 else "bytes" if n_vocab == 257 else f"bbpe:{n_vocab}"
 
 
@@ -260,11 +263,6 @@ class TrainConfig:
             f"use data.seq_len<={self.model.n_ctx} or 0 for n_ctx",
         )
 
-        _check(
-            bool(self.data.path) or self.data.vocab != "auto" or 257 <= self.model.n_vocab <= 65536,
-            f"model.n_vocab={self.model.n_vocab} implies no vocabulary for the bundled corpus (data.vocab=auto needs "
-            f"257 <= n_vocab <= 65536); set model.n_vocab in that range, data.vocab or data.path",
-        )
 
     @property
     def seq_len(self) -> int:

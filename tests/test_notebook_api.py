@@ -175,6 +175,8 @@ def test_auto_vocab_follows_the_model(tmp_path):
         DataConfig(vocab="wordpiece")
     from gpt2_jax.config import TrainConfig, apply_overrides
 
+    from gpt2_jax.train import resolve_data
+
     with pytest.raises(ConfigError, match="model.n_vocab=100 implies no vocabulary for the bundled corpus"):
-        apply_overrides(TrainConfig(), ["model.n_vocab=100"])
-    assert apply_overrides(TrainConfig(), ["model.n_vocab=100", "data.path=/shards"]).model.n_vocab == 100
+        resolve_data(apply_overrides(TrainConfig(), ["model.n_vocab=100", f"workdir={tmp_path}"]), say=print)
+    assert not (tmp_path / "data").exists()
