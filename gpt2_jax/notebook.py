@@ -186,9 +186,11 @@ def summary(all_runs: Sequence[Run], metric: str = "eval_bits_per_byte"):
     return pd.DataFrame(rows).set_index("label")
 
 
-def compare(all_runs: Sequence[Run], metric: str = "eval_bits_per_byte", *, title: str | None = None, ax=None):
-    """A matplotlib Figure: per label, the mean of `metric` over seeds against step, with the
-    band between the lowest and highest seed."""
+def compare(all_runs: Sequence[Run], metric: str = "eval_bits_per_byte", *, x: str = "step",
+            title: str | None = None, ax=None):
+    """A matplotlib Figure: per label, the mean of `metric` over seeds against `x` (a metrics
+    column: "step", or e.g. a "bytes_seen" column the notebook added), with the band between
+    the lowest and highest seed."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
@@ -200,7 +202,7 @@ def compare(all_runs: Sequence[Run], metric: str = "eval_bits_per_byte", *, titl
         series = {}
         for r in group:
             if metric in r.metrics:
-                s = r.metrics.dropna(subset=[metric]).set_index("step")[metric]
+                s = r.metrics.dropna(subset=[metric]).set_index(x)[metric]
                 series[r.seed] = s
         if not series:
             raise ConfigError(f"no run labelled {label!r} logged {metric!r}")
@@ -209,7 +211,7 @@ def compare(all_runs: Sequence[Run], metric: str = "eval_bits_per_byte", *, titl
         (line,) = ax.plot(mean.index, mean.values, label=f"{label} (n={table.shape[1]})")
         if table.shape[1] > 1:
             ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("step")
+    ax.set_xlabel(x)
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric}: mean over seeds, band = min..max")
     ax.grid(alpha=0.3)
