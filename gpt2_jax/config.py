@@ -34,6 +34,10 @@ SHARDING_RULES = ("dp", "fsdp", "fsdp_tp")  # defined in sharding.py
 REMAT_POLICIES = ("auto", "none", "full", "dots")  # auto: by model size, see backend_defaults.py
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "pallas")  # see attention.py
 NAN_POLICIES = ("skip", "stop")  # what the loop does after a non-finite loss or gradient
+# Ablation switches (GPT-2 value first); see ModelConfig and model.py.
+LN_PLACEMENTS = ("pre", "post")  # pre: GPT-2 (paper section 2.3); post: GPT-1 / the original Transformer
+POSITION_KINDS = ("learned", "sinusoidal")  # learned: GPT-1/2; sinusoidal: Vaswani et al. 2017
+ACTIVATIONS = ("gelu", "relu")  # gelu: tanh-GELU as in GPT-1/2; relu: the original Transformer
 
 
 def _check(ok: bool, message: str) -> None:
@@ -61,6 +65,15 @@ class ModelConfig:
     scan_layers: bool | str = "auto"
     remat: str = "auto"  # rematerialisation policy per block in the backward pass; auto = by size
     attention: str = "auto"  # auto | xla | cudnn | pallas: which attention.py implementation trains
+    # Ablation switches: the defaults are GPT-2; each changes only what it names (README "Ablations").
+    # GPT-2's paper, section 2.3, lists its changes from GPT-1: LayerNorm moved to each sub-block's
+    # input, a final LayerNorm, residual projections scaled at init by 1/sqrt(N) (N residual layers).
+    ln_placement: str = "pre"  # pre: x + f(ln(x)) (GPT-2); post: ln(x + f(x)) (GPT-1)
+    final_ln: bool = True  # ln_f after the last block (GPT-2); GPT-1 has none
+    residual_scaling: bool = True  # init c_proj kernels N(0, 0.02/sqrt(2L)) (GPT-2) instead of N(0, 0.02)
+    tied_embeddings: bool = True  # logits = x @ wte^T (GPT-1/2); false = a separate lm_head/kernel[D, V]
+    positions: str = "learned"  # learned wpe table (GPT-1/2) or fixed sinusoids (no wpe parameters)
+    activation: str = "gelu"  # MLP nonlinearity: tanh-GELU (GPT-1/2) or ReLU
 
     def __post_init__(self):
         for name in ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "vocab_multiple"):
@@ -90,6 +103,10 @@ class ModelConfig:
             f"model.attention=cudnn has no attention dropout but model.attn_pdrop={self.attn_pdrop}; "
             "set model.attn_pdrop=0 or model.attention=pallas",
         )
+        for name, valid in (("ln_placement", LN_PLACEMENTS), ("positions", POSITION_KINDS),
+                            ("activation", ACTIVATIONS)):
+            value = getattr(self, name)
+            _check(value in valid, f"model.{name}={value!r} is not one of {valid}")
 
     @property
     def n_vocab_padded(self) -> int:
@@ -100,6 +117,15 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
+    def ablations(self) -> dict[str, Any]:
+        """The ablation switches set away from GPT-2's architecture, {name: value}."""
+        gpt2 = ModelConfig()
+        return {name: getattr(self, name) for name in ABLATION_SWITCHES if getattr(self, name) != getattr(gpt2, name)}
+
+
+# Switches that change the architecture (dropout rates are switches too but leave it GPT-2).
+ABLATION_SWITCHES = ("ln_placement", "final_ln", "residual_scaling", "tied_embeddings", "positions", "activation")
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
@@ -107,19 +133,33 @@ class DataConfig:
 
     path: str = ""  # a shard directory (train_*.bin, val_*.bin); "" = bundled corpus, tokenized on first use
     seq_len: int = 0  # tokens per training example; 0 = model.n_ctx
-    # Vocabulary for the bundled corpus: "gpt2" (the official one) or "bbpe:N" (learn an N-token
-    # byte-level BPE on the corpus' training part first, as the paper does for its data).
-    vocab: str = "gpt2"
+    # Vocabulary for the bundled corpus (learnt on its training part, as the paper does for its data):
+    #   "auto"    the one model.n_vocab implies: 50257 -> gpt2, 257 -> bytes, else bbpe:n_vocab;
+    #   "gpt2"    the official GPT-2 vocabulary;  "bytes"  256 byte ids + <|endoftext|> (257 ids);
+    #   "bbpe:N"  an N-token byte-level BPE (GPT-2's algorithm);  "sp:N"  an N-piece sentencepiece BPE.
+    vocab: str = "auto"
 
     def __post_init__(self):
         _check(self.seq_len >= 0, f"data.seq_len={self.seq_len} must be >= 0 (0 means model.n_ctx)")
-        ok = self.vocab == "gpt2" or (self.vocab.startswith("bbpe:") and self.vocab[5:].isdigit()
-                                      and 257 <= int(self.vocab[5:]) <= 65536)
-        _check(ok, f"data.vocab={self.vocab!r} must be 'gpt2' or 'bbpe:N' with 257 <= N <= 65536 (e.g. bbpe:4096)")
+        kind, _, size = self.vocab.partition(":")
+        ok = (self.vocab in ("auto", "gpt2", "bytes")
+              or (kind == "bbpe" and size.isdigit() and 257 <= int(size) <= 65536)
+              or (kind == "sp" and size.isdigit() and 258 <= int(size) <= 65536))
+        _check(ok, f"data.vocab={self.vocab!r} must be one of auto, gpt2, bytes, bbpe:N (257 <= N <= 65536, "
+                   f"e.g. bbpe:4096) or sp:N (258 <= N <= 65536, e.g. sp:4096)")
 
     @property
     def bbpe_size(self) -> int | None:
         return int(self.vocab[5:]) if self.vocab.startswith("bbpe:") else None
+
+    def vocab_for(self, n_vocab: int) -> str:
+        """`vocab` with "auto" resolved for a model of `n_vocab` ids."""
+        if self.vocab != "auto":
+            return self.vocab
+        _check(257 <= n_vocab <= 65536,
+               f"model.n_vocab={n_vocab} implies no vocabulary for the bundled corpus (data.vocab=auto needs "
+               f"257 <= n_vocab <= 65536); set model.n_vocab in that range, data.vocab or data.path")
+        return "gpt2" if n_vocab == 50257 else "bytes" if n_vocab == 257 else f"bbpe:{n_vocab}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +233,7 @@ class TrainConfig:
     workdir: str = "runs/demo"
     # The demo: `mini` with its own 4096-token BBPE learnt on tiny Shakespeare (see README).
     model: ModelConfig = dataclasses.field(default_factory=lambda: dataclasses.replace(preset("mini"), n_vocab=4096))
-    data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(vocab="bbpe:4096"))
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)  # vocab auto: bbpe:4096 for n_vocab 4096
     optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=50))
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
@@ -230,6 +270,7 @@ class TrainConfig:
             f"data.seq_len={self.data.seq_len} exceeds model.n_ctx={self.model.n_ctx}; "
             f"use data.seq_len<={self.model.n_ctx} or 0 for n_ctx",
         )
+
 
     @property
     def seq_len(self) -> int:

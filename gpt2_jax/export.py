@@ -186,6 +186,9 @@ def save_hf_dir(path: str | os.PathLike, config: ModelConfig, params: Any) -> pa
         raise ExportError(f"output path {str(path)!r} is a file; choose a new directory path")
     if path.exists() and any(path.iterdir()):
         raise ExportError(f"output directory {str(path)!r} exists and is not empty; choose a new path or remove it")
+    if config.ablations():  # GPT2LMHeadModel has one architecture: these would load but compute wrongly
+        raise ExportError(f"the model's ablation switches {config.ablations()} have no GPT2LMHeadModel equivalent; "
+                          f"only GPT-2's architecture exports to Hugging Face (use --format params)")
     _check_params_match(params, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))

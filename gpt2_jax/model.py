@@ -17,10 +17,17 @@ evenly; the padded rows start at zero and their logits are masked so they never 
 `scan_layers=False` (the "auto" choice on GPU) runs the same scan fully unrolled, so both modes share one parameter layout.
 Decoding uses an explicit KV cache (`init_cache`) passed in and returned, never hidden state.
 
+Ablation switches (ModelConfig; defaults = GPT-2) each change only what they name:
+`ln_placement=post` computes GPT-1's ln_1(x + attn(x)), ln_2(x + mlp(x)) with the same parameters;
+`final_ln=false` drops ln_f; `residual_scaling=false` initializes the c_proj kernels like the
+others; `tied_embeddings=false` adds lm_head/kernel[D, V_padded]; `positions=sinusoidal` replaces
+wpe by fixed sinusoids; `activation=relu` swaps the MLP's GELU.
+
 References:
   Radford et al. 2019, "Language Models are Unsupervised Multitask Learners", section 2.3.
   Radford et al. 2018 (GPT-1) for the base architecture; openai/gpt-2 src/model.py.
   Hendrycks & Gimpel 2016 (GELU, tanh approximation).
+  Vaswani et al. 2017, "Attention Is All You Need", section 3.5 (sinusoidal positions).
 """
 
 from __future__ import annotations
@@ -44,18 +51,30 @@ Cache = dict[str, jax.Array]  # {"k": [L, B, T_max, N, H], "v": [L, B, T_max, N,
 
 
 def _weight_init(config: ModelConfig, residual: bool = False):
-    std = 0.02 / math.sqrt(2 * config.n_layer) if residual else 0.02
+    scaled = residual and config.residual_scaling
+    std = 0.02 / math.sqrt(2 * config.n_layer) if scaled else 0.02
     return nn.initializers.normal(stddev=std)
 
 
-def _embedding_init(n_vocab: int):
+def _embedding_init(n_vocab: int, vocab_axis: int = 0):
     """N(0, 0.02) for real tokens, zeros for the padding rows (so exports need no cleanup)."""
 
     def init(key, shape, dtype=jnp.float32):
         table = nn.initializers.normal(stddev=0.02)(key, shape, dtype)
-        return table.at[n_vocab:].set(0.0)
+        real = (jnp.arange(shape[vocab_axis]) < n_vocab).reshape([-1 if a == vocab_axis else 1 for a in range(len(shape))])
+        return jnp.where(real, table, 0.0).astype(dtype)
 
     return init
+
+
+def sinusoidal_positions(n_positions: int, dim: int) -> jax.Array:
+    """Vaswani et al.'s table [n_positions, dim]: sin on even features, cos on odd ones."""
+    position = jnp.arange(n_positions, dtype=jnp.float32)[:, None]
+    inv_freq = jnp.exp(-math.log(10000.0) * jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)  # [ceil(D/2)]
+    angles = position * inv_freq[None, :]
+    table = jnp.zeros((n_positions, dim), jnp.float32)
+    table = table.at[:, 0::2].set(jnp.sin(angles))
+    return table.at[:, 1::2].set(jnp.cos(angles[:, : dim // 2]))
 
 
 class Attention(nn.Module):
@@ -114,12 +133,16 @@ class MLP(nn.Module):
         dtype = jnp.dtype(cfg.dtype)
         h = nn.Dense(4 * cfg.n_embd, dtype=dtype, kernel_init=_weight_init(cfg), name="c_fc")(x)
         h = constrain(h, ("act_batch", "act_length", "act_mlp"))
-        h = nn.gelu(h, approximate=True)  # GPT-2's tanh form ("gelu_new" in Hugging Face)
+        if cfg.activation == "relu":
+            h = nn.relu(h)
+        else:
+            h = nn.gelu(h, approximate=True)  # GPT-2's tanh form ("gelu_new" in Hugging Face)
         return nn.Dense(cfg.n_embd, dtype=dtype, kernel_init=_weight_init(cfg, residual=True), name="c_proj")(h)
 
 
 class Block(nn.Module):
-    """Pre-LN Transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
+    """Pre-LN Transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x)); with
+    `ln_placement=post` GPT-1's ln_1(x + attn(x)), then ln_2(x + mlp(x))."""
 
     config: ModelConfig
     deterministic: bool = True
@@ -130,9 +153,15 @@ class Block(nn.Module):
         dtype = jnp.dtype(cfg.dtype)
         ln = lambda name: nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype, name=name)
         dropout = Dropout(rate=cfg.resid_pdrop, deterministic=self.deterministic)
-        y, new_cache = Attention(cfg, self.deterministic, name="attn")(ln("ln_1")(x), layer_cache, cache_index)
+        attn, mlp = Attention(cfg, self.deterministic, name="attn"), MLP(cfg, name="mlp")
+        if cfg.ln_placement == "post":
+            y, new_cache = attn(x, layer_cache, cache_index)
+            x = constrain(ln("ln_1")(x + dropout(y)), RESIDUAL)
+            x = constrain(ln("ln_2")(x + dropout(mlp(x))), RESIDUAL)
+            return x, new_cache
+        y, new_cache = attn(ln("ln_1")(x), layer_cache, cache_index)
         x = constrain(x + dropout(y), RESIDUAL)
-        x = constrain(x + dropout(MLP(cfg, name="mlp")(ln("ln_2")(x))), RESIDUAL)
+        x = constrain(x + dropout(mlp(ln("ln_2")(x))), RESIDUAL)
         return x, new_cache
 
 
@@ -164,9 +193,13 @@ class GPT(nn.Module):
             raise ValueError(f"positions {cache_index}..{cache_index + T - 1} exceed model.n_ctx={cfg.n_ctx}; "
                              f"feed at most {cfg.n_ctx} tokens")
         wte = nn.Embed(cfg.n_vocab_padded, cfg.n_embd, dtype=dtype, embedding_init=_embedding_init(cfg.n_vocab), name="wte")
-        wpe = nn.Embed(cfg.n_ctx, cfg.n_embd, embedding_init=nn.initializers.normal(stddev=0.02), name="wpe")
         positions = cache_index + jnp.arange(T)
-        x = constrain(wte(tokens) + wpe(positions)[None], RESIDUAL)  # [B, T, D]
+        if cfg.positions == "sinusoidal":
+            position_table = jnp.take(sinusoidal_positions(cfg.n_ctx, cfg.n_embd), positions, axis=0)  # [T, D]
+        else:
+            wpe = nn.Embed(cfg.n_ctx, cfg.n_embd, embedding_init=nn.initializers.normal(stddev=0.02), name="wpe")
+            position_table = wpe(positions)
+        x = constrain(wte(tokens) + position_table[None], RESIDUAL)  # [B, T, D]
         x = Dropout(rate=cfg.embd_pdrop, deterministic=deterministic)(x).astype(dtype)
 
         block, scanned, remat = Block, layer_loop_is_scanned(cfg), remat_policy(cfg)  # "auto" resolved here
@@ -186,7 +219,8 @@ class GPT(nn.Module):
             new_cache = {name: jax.lax.dynamic_update_slice(cache[name], new_kv[name], (0, 0, cache_index, 0, 0))
                          for name in cache}
 
-        x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype, name="ln_f")(x)
+        if cfg.final_ln:
+            x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype, name="ln_f")(x)
         if cache is not None:
             # Decoding: XLA:CPU fuses ln_f into its matrix-vector loop for the head and so
             # recomputes it for each of the V outputs (~2x the cost of the head); materialize it.
@@ -194,7 +228,13 @@ class GPT(nn.Module):
         # Tied output projection on [B * T, D]: with one contracting dimension the backward
         # d(wte) = dlogits^T @ x is a plain matmul; on [B, T, D] XLA canonicalizes that dot by first
         # writing a transposed copy of dlogits [V, B * T] (~7% of a CPU train step).
-        logits = wte.attend(x.astype(dtype).reshape(B * T, -1)).reshape(B, T, -1).astype(jnp.float32)
+        x_flat = x.astype(dtype).reshape(B * T, -1)
+        if cfg.tied_embeddings:
+            logits = wte.attend(x_flat)
+        else:
+            logits = nn.Dense(cfg.n_vocab_padded, use_bias=False, dtype=dtype, name="lm_head",
+                              kernel_init=_embedding_init(cfg.n_vocab, vocab_axis=1))(x_flat)
+        logits = logits.reshape(B, T, -1).astype(jnp.float32)
         real = jnp.arange(cfg.n_vocab_padded) < cfg.n_vocab
         logits = jnp.where(real, logits, jnp.finfo(jnp.float32).min)
         return constrain(logits, ("act_batch", "act_length", "act_vocab")), new_cache
@@ -220,7 +260,8 @@ def count_params(params: Any, config: ModelConfig, *, include_padding: bool = Fa
     information (so `gpt2` counts 124,439,808 like Hugging Face's GPT2LMHeadModel)."""
     total = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
     if not include_padding:
-        total -= (config.n_vocab_padded - config.n_vocab) * config.n_embd
+        tables = 1 if config.tied_embeddings else 2  # wte, and lm_head when untied
+        total -= tables * (config.n_vocab_padded - config.n_vocab) * config.n_embd
     return total
 
 
@@ -228,4 +269,4 @@ def non_embedding_params(config: ModelConfig) -> int:
     """Parameters in the Transformer blocks and final LayerNorm (Kaplan et al. 2020's N)."""
     D, F, L = config.n_embd, 4 * config.n_embd, config.n_layer
     per_layer = 2 * 2 * D + (D * 3 * D + 3 * D) + (D * D + D) + (D * F + F) + (F * D + D)
-    return L * per_layer + 2 * D
+    return L * per_layer + (2 * D if config.final_ln else 0)

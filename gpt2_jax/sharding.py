@@ -62,6 +62,7 @@ RULE_SETS: dict[str, dict[str, Any]] = {
 PARAM_AXES: dict[str, tuple[str, ...]] = {
     "wte/embedding": ("vocab", "embed"),
     "wpe/embedding": ("ctx", "embed"),
+    "lm_head/kernel": ("embed", "vocab"),  # only with model.tied_embeddings=false
     "ln_f/scale": ("norm",),
     "ln_f/bias": ("norm",),
     "h/ln_1/scale": ("norm",),

@@ -30,11 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in Jupyter, the usual bar in a terminal
 
 from gpt2_jax import backend_defaults, checkpoint, distributed, mfu, preemption, sharding
 from gpt2_jax.backend_defaults import layer_loop_is_scanned, remat_policy
-from gpt2_jax.config import ConfigError, TrainConfig, to_dict
+from gpt2_jax.config import ABLATION_SWITCHES, ConfigError, TrainConfig, to_dict
+from gpt2_jax.data.bundled_vocab import bits_per_byte, build_vocab, bytes_per_token
 from gpt2_jax.data.loader import TokenLoader
 from gpt2_jax.data.prepare import MANIFEST, bundled_corpus, prepare_text
 from gpt2_jax.metrics import MetricsWriter
@@ -117,18 +118,10 @@ def resolve_data(cfg: TrainConfig, say: Callable[[str], None] = print) -> pathli
         return pathlib.Path(cfg.data.path)
     shard_dir = pathlib.Path(cfg.workdir) / "data"
     if distributed.is_main_process() and not (shard_dir / MANIFEST).is_file():
-        vocab = "gpt2"
-        if cfg.data.bbpe_size:
-            from gpt2_jax.tokenizer.trainer import train_bbpe
-
-            text = bundled_corpus().read_text(encoding="utf-8")
-            # Learn merges on the training part only (the last 10% of tokens are validation).
-            t0 = time.perf_counter()
-            vocab_dir = train_bbpe(cfg.data.bbpe_size, documents=[text[: int(len(text) * 0.9)]], progress=False
-                                   ).save(pathlib.Path(cfg.workdir) / "vocab")
-            vocab = str(vocab_dir)
-            say(f"learnt a {cfg.data.bbpe_size}-token byte-level BPE on tiny Shakespeare in "
-                f"{time.perf_counter() - t0:.1f} s -> {vocab_dir}")
+        text = bundled_corpus().read_text(encoding="utf-8")
+        # Learnt vocabularies see the training part only (the last 10% of tokens are validation).
+        vocab = build_vocab(cfg.data.vocab_for(cfg.model.n_vocab), text[: int(len(text) * 0.9)],
+                            pathlib.Path(cfg.workdir) / "vocab", say)
         manifest = prepare_text([bundled_corpus()], shard_dir, load_tokenizer(vocab))
         split = manifest["splits"]
         say(f"tokenized bundled tiny Shakespeare with vocabulary {manifest['vocab']!r}: "
@@ -142,7 +135,7 @@ def resolve_data(cfg: TrainConfig, say: Callable[[str], None] = print) -> pathli
 
 def check_vocab_matches(cfg: TrainConfig, manifest: dict, shard_dir: pathlib.Path) -> None:
     if manifest["n_vocab"] != cfg.model.n_vocab:
-        hint = " or data.vocab=gpt2" if not cfg.data.path and cfg.data.vocab != "gpt2" else ""
+        hint = " or data.vocab=auto" if not cfg.data.path and cfg.data.vocab != "auto" else ""
         raise ConfigError(
             f"shards in {str(shard_dir)!r} use vocabulary {manifest['vocab']!r} with {manifest['n_vocab']} ids but "
             f"model.n_vocab={cfg.model.n_vocab}; set model.n_vocab={manifest['n_vocab']}{hint}")
@@ -285,7 +278,7 @@ def evaluate(eval_step: Callable, params: Any, batches: list) -> float:
 
 # Model fields that decide the parameters' shapes (or what they mean): a checkpoint with other
 # values cannot be resumed. The remaining fields (dropout, dtype, remat, scan_layers, ...) may change.
-_ARCHITECTURE = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "vocab_multiple")
+_ARCHITECTURE = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "vocab_multiple") + ABLATION_SWITCHES
 # Settings that never change what a run computes, and so are not reported when they change.
 _BOOKKEEPING = ("workdir", "log_every", "eval_every", "eval_batches", "ckpt_every", "keep_checkpoints", "keep_best",
                 "sample_prompt", "sample_tokens", "nan_skip_limit")
@@ -399,6 +392,8 @@ def train(cfg: TrainConfig, *, say: Callable[[str], None] = print, progress: boo
     trainer = Trainer.build(cfg)
     train_data = TokenLoader(shard_dir, "train", cfg.seq_len, cfg.batch_size, cfg.seed, cfg.model.n_vocab)
     check_vocab_matches(cfg, train_data.manifest, shard_dir)
+    # Bits per byte compare runs across vocabularies; known when the manifest records bytes/token.
+    train_bpt, val_bpt = (bytes_per_token(train_data.manifest, split) for split in ("train", "val"))
     evaluates = bool(cfg.eval_every or cfg.keep_best)
     eval_batches = TokenLoader(shard_dir, "val", cfg.seq_len, cfg.batch_size, cfg.seed, cfg.model.n_vocab
                                ).eval_global_batches(cfg.eval_batches, trainer.batch_sharding) if evaluates else []
@@ -496,8 +491,12 @@ def train(cfg: TrainConfig, *, say: Callable[[str], None] = print, progress: boo
                     if skipped:
                         record["skipped_steps"] = skipped
                     result.loss = record["loss"]
+                    if train_bpt:
+                        record["bits_per_byte"] = bits_per_byte(record["loss"], train_bpt)
                 if evals:
                     record["eval_loss"] = result.eval_loss = evaluate(trainer.eval_step, state.params, eval_batches)
+                    if val_bpt:
+                        record["eval_bits_per_byte"] = bits_per_byte(record["eval_loss"], val_bpt)
                 if record and writer is not None:
                     writer.write(done, record)
                     bar.set_postfix_str(_postfix(record), refresh=False)
@@ -559,11 +558,15 @@ def _log_line(step: int, record: dict) -> str:
     parts = [f"step {step:>6}"]
     if "loss" in record:
         parts += [f"loss {record['loss']:.4f}", f"lr {record['lr']:.2e}", f"grad_norm {record['grad_norm']:.3f}"]
+        if "bits_per_byte" in record:
+            parts.append(f"bits/byte {record['bits_per_byte']:.4f}")
     if "tokens_per_sec" in record:
         mfu_value = record.get("mfu")
         parts += [f"{record['tokens_per_sec']:,.0f} tok/s", f"mfu {'n/a' if mfu_value is None else f'{100 * mfu_value:.1f}%'}"]
     if "eval_loss" in record:
         parts.append(f"eval_loss {record['eval_loss']:.4f}")
+    if "eval_bits_per_byte" in record:
+        parts.append(f"eval_bits/byte {record['eval_bits_per_byte']:.4f}")
     if record.get("skipped_steps"):
         parts.append(f"skipped {record['skipped_steps']}")
     return " | ".join(parts)

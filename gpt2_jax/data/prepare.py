@@ -20,8 +20,8 @@ error rather than a silent overwrite.
 
 Manifest fields: `format`, `vocab`, `vocab_source`, `vocab_fingerprint`, `n_vocab`, `eot_id`,
 `documents`, `tokens`, `sources`, `input_format`, `recipe`, `report` (every stage's counts),
-`splits: {train|val: {shards, tokens, documents, files: [{name, tokens, documents, sha256,
-max_id}]}}`, `prepare_key` (identity of inputs and settings).
+`splits: {train|val: {shards, tokens, documents, text_bytes, bytes_per_token, files: [{name, tokens,
+documents, sha256, max_id, text_bytes}]}}`, `prepare_key` (identity of inputs and settings).
 
 References:
   karpathy/llm.c dev/data/fineweb.py (parallel tokenization into uint16 shards).
@@ -124,13 +124,18 @@ def prepare(inputs: list[str | os.PathLike], out_dir: str | os.PathLike, vocab: 
 
     infos = _tokenize_all(plan, out, vocab if isinstance(vocab, str) else tok, workers, progress, say)
     if recipe.split == "tail":
-        infos = _cut_tail(infos, out, recipe.val_fraction, tok.eot_id)
+        infos = _cut_tail(infos, out, recipe.val_fraction, tok)
     splits = {}
     for split in ("train", "val"):
         files = [i for i in infos if i["split"] == split]
         splits[split] = {"shards": [i["name"] for i in files], "tokens": sum(i["tokens"] for i in files),
                          "documents": sum(i["documents"] for i in files),
                          "files": [{k: v for k, v in i.items() if k != "split"} for i in files]}
+        # UTF-8 bytes of text (separators not counted) per token (separators counted): turns a loss
+        # per token into bits per byte, comparable across vocabularies (data/bundled_vocab.py).
+        if files and all("text_bytes" in i for i in files):
+            splits[split]["text_bytes"] = sum(i["text_bytes"] for i in files)
+            splits[split]["bytes_per_token"] = splits[split]["text_bytes"] / max(1, splits[split]["tokens"])
     keep = {i["name"] for i in infos}
     for stale in out.iterdir():  # shards of an earlier, abandoned preparation
         if SHARD_NAME.match(stale.name) and stale.name not in keep:
@@ -315,10 +320,10 @@ def _tokenize_chunk(task: tuple[dict, str, str]) -> dict:
     tokens = np.concatenate(parts)
     write_shard(shard_path, tokens)
     return {"split": chunk["split"], "name": chunk["shard"], "tokens": int(tokens.size), "documents": documents,
-            "sha256": shard_sha256(shard_path), "max_id": int(tokens.max())}
+            "sha256": shard_sha256(shard_path), "max_id": int(tokens.max()), "text_bytes": _text_bytes(tok, tokens)}
 
 
-def _cut_tail(infos: list[dict], out: pathlib.Path, val_fraction: float, eot_id: int) -> list[dict]:
+def _cut_tail(infos: list[dict], out: pathlib.Path, val_fraction: float, tok: Tokenizer) -> list[dict]:
     """The tail split: the last `val_fraction` of the token stream becomes val_000000.bin."""
     total = sum(i["tokens"] for i in infos)
     n_val = max(1, int(total * val_fraction))
@@ -344,14 +349,20 @@ def _cut_tail(infos: list[dict], out: pathlib.Path, val_fraction: float, eot_id:
         if isinstance(item, tuple):
             info, tokens = item
             write_shard(out / info["name"], tokens)
-            item = _record(out / info["name"], "train", tokens, eot_id)
+            item = _record(out / info["name"], "train", tokens, tok)
         result.append(item)
-    return result + [_record(out / "val_000000.bin", "val", val_tokens, eot_id)]
+    return result + [_record(out / "val_000000.bin", "val", val_tokens, tok)]
 
 
-def _record(path: pathlib.Path, split: str, tokens: np.ndarray, eot_id: int) -> dict:
-    return {"split": split, "name": path.name, "tokens": int(tokens.size), "documents": int(np.count_nonzero(tokens == eot_id)),
-            "sha256": shard_sha256(path), "max_id": int(tokens.max())}
+def _record(path: pathlib.Path, split: str, tokens: np.ndarray, tok: Tokenizer) -> dict:
+    return {"split": split, "name": path.name, "tokens": int(tokens.size),
+            "documents": int(np.count_nonzero(tokens == tok.eot_id)), "sha256": shard_sha256(path),
+            "max_id": int(tokens.max()), "text_bytes": _text_bytes(tok, tokens)}
+
+
+def _text_bytes(tok: Tokenizer, tokens: np.ndarray) -> int:
+    """UTF-8 bytes the tokens decode to, document separators excluded (all our vocabularies are lossless)."""
+    return len(tok.decode_bytes(tokens[tokens != tok.eot_id].tolist()))
 
 
 # ----------------------------------------------------------------------------------------------
