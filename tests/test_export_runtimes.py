@@ -206,17 +206,29 @@ def test_124m_through_every_format(gpt2_ckpt, tmp_path):
     ours = np.asarray(jax.jit(lambda p, t: GPT(config).apply({"params": p}, t)[0])(params, np.array([prompt], np.int32)))
     ours = ours[0, :, : config.n_vocab]
     scale = np.abs(ours).max()
+    # the writers straight from memory (export_checkpoint's restore is covered above; at this
+    # size it would cost seconds per format), except GGUF, which goes the whole user path
+    from gpt2_jax.export import flat_safetensors, hf, llmc, onnx_graph, openai_tf, savedmodel
+    from gpt2_jax.export.vocab import ExportVocab
+
+    vocab = ExportVocab.load("gpt2", config.n_vocab, "test")
+    llmc.save(tmp_path / "llmc", config, params, vocab)
+    openai_tf.save(tmp_path / "tf", config, params, vocab)
+    flat_safetensors.save(tmp_path / "m.safetensors", config, params, "gpt2")
+    hf.save_hf_dir(tmp_path / "hf", config, params)
+    hf.write_tokenizer_files(tmp_path / "hf", vocab, config)
+    export_checkpoint(ckpt, "gguf", tmp_path / "m.gguf")
     for fmt, name in (("llmc", "llmc"), ("openai-tf", "tf"), ("gguf", "m.gguf"), ("safetensors", "m.safetensors"),
                       ("hf", "hf")):
-        export_checkpoint(ckpt, fmt, tmp_path / name)
-        cfg, back, vocab = read_model(tmp_path / name, fmt)
-        assert cfg == config and vocab == "gpt2", fmt
+        cfg, back, vocab_name = read_model(tmp_path / name, fmt)
+        assert cfg == config and vocab_name == "gpt2", fmt
         assert_params_equal(back, params)
-    export_checkpoint(ckpt, "onnx", tmp_path / "onnx")
+    onnx_graph.save(tmp_path / "onnx", config, params)
     session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {"tokens": np.array([prompt], np.int64)})[0][0]
     np.testing.assert_allclose(got, ours, rtol=0, atol=1e-4 * max(scale, 1))
-    export_checkpoint(ckpt, "savedmodel", tmp_path / "sm")
+    del session
+    savedmodel.save(tmp_path / "sm", config, params)
     serve = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
     got = serve(tokens=tf.constant([prompt], tf.int32))["logits"].numpy()[0]
     np.testing.assert_allclose(got, ours, rtol=0, atol=1e-4 * max(scale, 1))
