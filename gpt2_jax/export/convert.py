@@ -71,8 +71,9 @@ def export_checkpoint(ckpt_dir: str | os.PathLike, fmt: str, out: str | os.PathL
     directory = checkpoint.resolve_dir(ckpt_dir)
     start = time.perf_counter()
     if fmt == "params":
-        if out.exists():
-            raise ExportError(f"output {str(out)!r} already exists; --force does not apply to params-only checkpoints, remove it first")
+        if out.exists() and (out.is_file() or any(out.iterdir())):  # only reachable with --force
+            raise ExportError(f"output {str(out)!r} already exists and --force does not replace params-only checkpoints; "
+                              f"remove it first")
         step, path = checkpoint.export_params(directory, out, step=step)
         return _report(step, path, start, None)
     step, meta, _ = checkpoint.restore_meta(directory, step)
