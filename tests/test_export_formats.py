@@ -344,3 +344,33 @@ def test_export_needs_a_vocabulary(tmp_path, tiny_config, tiny_params, capsys):
     code, _, err = run_cli(capsys, "import", tmp_path / "nothing", "--format", "llmc", "--out", tmp_path / "y")
     assert code == 2 and "does not exist" in err
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]
+
+
+def test_sentencepiece_vocabulary_is_refused_where_a_bpe_is_needed(export_ckpt, tmp_path):
+    from gpt2_jax.tokenizer import train_sentencepiece
+
+    docs = [" ".join(f"word{i % 97} piece{i % 31}" for i in range(j, j + 400)) for j in range(0, 4000, 400)]
+    spm_dir = tmp_path / "spm"
+    train_sentencepiece(300, documents=docs, processes=1).save(spm_dir)
+    with pytest.raises(ExportError, match="sentencepiece.*byte-level BPE.*hf, safetensors"):
+        export_checkpoint(export_ckpt.ckpt, "gguf", tmp_path / "m.gguf", vocab=str(spm_dir))
+    assert sorted(os.listdir(tmp_path)) == ["spm"]
+
+
+def test_failed_export_leaves_nothing_behind(export_ckpt, tmp_path, monkeypatch):
+    from gpt2_jax.export import llmc
+
+    def disk_full(path, tokens, eot_id):
+        path.write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(llmc, "write_tokenizer", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        export_checkpoint(export_ckpt.ckpt, "llmc", tmp_path / "llmc")
+    assert os.listdir(tmp_path) == []
+    # and a forced replacement that fails keeps the old output whole
+    (tmp_path / "llmc").mkdir()
+    (tmp_path / "llmc" / "model.bin").write_bytes(b"old")
+    with pytest.raises(OSError):
+        export_checkpoint(export_ckpt.ckpt, "llmc", tmp_path / "llmc", force=True)
+    assert os.listdir(tmp_path) == ["llmc"] and (tmp_path / "llmc" / "model.bin").read_bytes() == b"old"
