@@ -178,6 +178,18 @@ def test_openai_tf_reads_in_tensorflow(export_ckpt, tmp_path):
     for f in ("encoder.json", "vocab.bpe"):
         assert json.loads((out / f).read_text()) == json.loads((case.vocab_dir / f).read_text()) if f.endswith("json") \
             else (out / f).read_text() == (case.vocab_dir / f).read_text()
+    # tiktoken's reader of OpenAI's files (data_gym_to_mergeable_bpe_ranks) tokenizes like us
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    from gpt2_jax.tokenizer import load_tokenizer
+    from gpt2_jax.tokenizer.vocab import GPT2_PATTERN
+
+    ranks = data_gym_to_mergeable_bpe_ranks(str(out / "vocab.bpe"), str(out / "encoder.json"))
+    enc = tiktoken.Encoding("exported", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 299})
+    ours = load_tokenizer(str(case.vocab_dir))
+    for text in SHARED_TEXTS:
+        assert enc.encode(text, allowed_special="all") == ours.encode(text, allow_special=True)
     config, params, vocab = read_model(out, "openai-tf")
     assert config == case.config
     assert_params_equal(params, case.params)
