@@ -1,4 +1,4 @@
-"""The `gpt2-jax` command line: train, sample, import-hf, export, ckpt-info.
+"""The `gpt2-jax` command line: train, sample, import, export, ckpt-info.
 
 Every error a user can cause (bad config, missing checkpoint, bad prompt, unreadable model
 files) ends the command with one line on stderr, `error: ...`, and exit status 2. JAX and the
@@ -80,41 +80,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_import_hf(args: argparse.Namespace) -> int:
-    import pathlib
-
-    from gpt2_jax import checkpoint, export
-    from gpt2_jax.config import TrainConfig
-    from gpt2_jax.model import count_params
-
-    out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise export.ExportError(f"output directory {str(out)!r} exists and is not empty; choose a new path or remove it")
-    model_cfg, params = export.load_hf_dir(args.hf_dir)
-    cfg = TrainConfig(model=model_cfg, workdir="")
-    mngr = checkpoint.manager(out, keep=1)
-    vocab = "gpt2" if model_cfg.n_vocab == 50257 else "unknown"
-    checkpoint.save(mngr, 0, cfg, params, None, {"vocab": vocab, "source": str(args.hf_dir)})
-    mngr.wait_until_finished()
-    mngr.close()
-    print(f"imported {count_params(params, model_cfg):,} parameters from {args.hf_dir} -> {out} (step 0)")
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from gpt2_jax import checkpoint, export
-
-    directory = checkpoint.resolve_dir(args.ckpt_dir)
-    if args.format == "params":
-        step, path = checkpoint.export_params(directory, args.out, step=args.step)
-        print(f"exported {args.ckpt_dir} step {step} -> {path} (params-only checkpoint, no optimizer state)")
-        return 0
-    _, cfg, params, _ = checkpoint.restore(directory, step=args.step)
-    path = export.save_hf_dir(args.out, cfg.model, params)
-    print(f"exported {args.ckpt_dir} -> {path} (Hugging Face GPT2LMHeadModel, safetensors)")
-    return 0
-
-
 def cmd_ckpt_info(args: argparse.Namespace) -> int:
     from gpt2_jax import checkpoint
     from gpt2_jax.model import count_params
@@ -170,19 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab", default=None, help="vocabulary (default: the checkpoint's, else gpt2)")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("import-hf", help="convert a Hugging Face GPT-2 save_pretrained directory to a checkpoint")
-    p.add_argument("hf_dir")
-    p.add_argument("--out", required=True, help="new checkpoint directory")
-    p.set_defaults(func=cmd_import_hf)
-
-    p = sub.add_parser("export", help="write a checkpoint in another framework's format")
-    p.add_argument("ckpt_dir")
-    p.add_argument("--format", choices=["hf", "params"], required=True,
-                   help="hf = GPT2LMHeadModel.save_pretrained layout; params = params-only checkpoint (for sampling)")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
-    p.add_argument("--out", required=True, help="new output directory")
-    p.set_defaults(func=cmd_export)
-
     p = sub.add_parser("ckpt-info", help="step, config, parameter count and checksum of a checkpoint")
     p.add_argument("ckpt_dir")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
@@ -190,9 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ckpt_info)
 
     from gpt2_jax.data.cli import add_parser as add_data_parser
+    from gpt2_jax.export.cli import add_parser as add_export_parser
     from gpt2_jax.tokenizer.cli import add_parser as add_tokenizer_parser
 
     add_data_parser(sub)
+    add_export_parser(sub)
     add_tokenizer_parser(sub)
     return parser
 

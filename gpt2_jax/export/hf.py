@@ -1,4 +1,4 @@
-"""Weights to and from Hugging Face's GPT-2 format (a `save_pretrained` directory).
+"""Hugging Face GPT-2 format (a `save_pretrained` directory): export and import.
 
 A Hugging Face GPT-2 directory holds `config.json` and `model.safetensors`. Its tensors use the
 same names and, thanks to `Conv1D`, the same [in, out] layout as ours, so conversion is a rename
@@ -25,27 +25,13 @@ from typing import Any
 import numpy as np
 
 from gpt2_jax.config import ModelConfig
+from gpt2_jax.export.names import LAYER_TENSORS, ExportError, check_params_match
+from gpt2_jax.export.names import get_path as _get
+from gpt2_jax.export.names import put_path as _put
+from gpt2_jax.export.names import to_numpy as _to_numpy
 
 
-class ExportError(ValueError):
-    """A model directory cannot be read or written; the message says why."""
-
-
-# our per-layer path -> Hugging Face's name inside `transformer.h.{i}.`
-_LAYER_NAMES = {
-    ("ln_1", "scale"): "ln_1.weight",
-    ("ln_1", "bias"): "ln_1.bias",
-    ("attn", "c_attn", "kernel"): "attn.c_attn.weight",
-    ("attn", "c_attn", "bias"): "attn.c_attn.bias",
-    ("attn", "c_proj", "kernel"): "attn.c_proj.weight",
-    ("attn", "c_proj", "bias"): "attn.c_proj.bias",
-    ("ln_2", "scale"): "ln_2.weight",
-    ("ln_2", "bias"): "ln_2.bias",
-    ("mlp", "c_fc", "kernel"): "mlp.c_fc.weight",
-    ("mlp", "c_fc", "bias"): "mlp.c_fc.bias",
-    ("mlp", "c_proj", "kernel"): "mlp.c_proj.weight",
-    ("mlp", "c_proj", "bias"): "mlp.c_proj.bias",
-}
+_LAYER_NAMES = {t.ours: t.hf for t in LAYER_TENSORS}  # our per-layer path -> name under `transformer.h.{i}.`
 
 
 def hf_config_dict(config: ModelConfig) -> dict:
@@ -189,7 +175,7 @@ def save_hf_dir(path: str | os.PathLike, config: ModelConfig, params: Any) -> pa
     if config.ablations():  # GPT2LMHeadModel has one architecture: these would load but compute wrongly
         raise ExportError(f"the model's ablation switches {config.ablations()} have no GPT2LMHeadModel equivalent; "
                           f"only GPT-2's architecture exports to Hugging Face (use --format params)")
-    _check_params_match(params, config)
+    check_params_match(params, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -206,36 +192,32 @@ def save_hf_dir(path: str | os.PathLike, config: ModelConfig, params: Any) -> pa
     return path
 
 
-def _check_params_match(params: Any, config: ModelConfig) -> None:
-    """Every leaf must have the shape `config` implies, or the export would be silently wrong."""
-    import jax
-
-    from gpt2_jax.model import init_params
-
-    want = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
-    want_leaves = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_flatten_with_path(want)[0]}
-    got_leaves = {jax.tree_util.keystr(p): np.shape(v) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
-    if want_leaves.keys() != got_leaves.keys():
-        missing = sorted(want_leaves.keys() - got_leaves.keys()) or sorted(got_leaves.keys() - want_leaves.keys())
-        raise ExportError(f"parameters do not match the model config: tensor {missing[0]} is missing or unexpected")
-    for name, shape in want_leaves.items():
-        if tuple(got_leaves[name]) != tuple(shape):
-            raise ExportError(f"parameter {name} has shape {tuple(got_leaves[name])} but the config implies {tuple(shape)}")
+def write_tokenizer_files(directory: pathlib.Path, vocab, config: ModelConfig) -> None:
+    """vocab.json + merges.txt (GPT2Tokenizer's names for encoder.json + vocab.bpe) and a
+    tokenizer_config.json, so `AutoTokenizer.from_pretrained` tokenizes like us."""
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab.write_gpt2_files(pathlib.Path(tmp))
+        shutil.copyfile(pathlib.Path(tmp) / "encoder.json", directory / "vocab.json")
+        shutil.copyfile(pathlib.Path(tmp) / "vocab.bpe", directory / "merges.txt")
+    eot = vocab.tokens[vocab.eot_id].decode("utf-8")
+    tokenizer_config = {"tokenizer_class": "GPT2Tokenizer", "bos_token": eot, "eos_token": eot, "unk_token": eot,
+                        "model_max_length": config.n_ctx, "add_prefix_space": False}
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
 
 
-def _to_numpy(tree: Any) -> Any:
-    if isinstance(tree, dict) or hasattr(tree, "items"):
-        return {k: _to_numpy(v) for k, v in tree.items()}
-    return np.asarray(tree)
+def read_tokenizer_files(directory: str | os.PathLike):
+    """(merges, special tokens) from vocab.json + merges.txt, or (None, None) when absent."""
+    from gpt2_jax.tokenizer import TokenizerError
+    from gpt2_jax.tokenizer.formats import read_gpt2_files
 
-
-def _get(tree: dict, path: tuple[str, ...]) -> np.ndarray:
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
-def _put(tree: dict, path: tuple[str, ...], value: np.ndarray) -> None:
-    for key in path[:-1]:
-        tree = tree.setdefault(key, {})
-    tree[path[-1]] = value
+    directory = pathlib.Path(directory)
+    if not ((directory / "vocab.json").is_file() and (directory / "merges.txt").is_file()):
+        return None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(directory / "vocab.json", pathlib.Path(tmp) / "encoder.json")
+        shutil.copyfile(directory / "merges.txt", pathlib.Path(tmp) / "vocab.bpe")
+        try:
+            merges, _, specials = read_gpt2_files(pathlib.Path(tmp))
+        except TokenizerError as e:
+            raise ExportError(f"the tokenizer files in {str(directory)!r} are unusable ({e})") from None
+    return merges, specials
