@@ -13,7 +13,8 @@ description.
 Per line (a line is one paragraph in WikiText, one sentence in PTB):
   1. the leading and trailing space of every line goes (every tokenized line has both);
   2. WikiText number separators: `1 @,@ 000` -> `1,000`, `@.@` -> `.`, `@-@` -> `-`;
-  3. space before , . ; : ! ? ) ] and after ( [ goes;
+  3. space before , . ; : ! ? ) ] and after ( [ goes (not after a lone capital letter or another
+     punctuation mark: `H .`, `... .` would not come back);
   4. English clitics join their word: ` 's`, ` 're`, ` 've`, ` 'm`, ` 'll`, ` 'd`, ` n't`, ` '` after s;
   5. WikiText headings: `= = Title = =` -> `== Title ==`.
 Double quotes stay as they are: pairing them is not reversible line by line.

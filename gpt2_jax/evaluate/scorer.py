@@ -55,8 +55,10 @@ def length_buckets(n_ctx: int, smallest: int = 32) -> list[int]:
 def _score_batch(params, inputs, targets, mask, *, config: ModelConfig, mesh, rules: str):
     with sharding.activation_rules(mesh, rules):
         logits, _ = GPT(config).apply({"params": params}, inputs, deterministic=True)
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    target_logp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    # log p(target) = logit[target] - logsumexp(logits): reductions over the vocabulary, without
+    # materializing a second [B, T, V] array of log-probabilities.
+    logits = logits.astype(jnp.float32)
+    target_logp = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0] - jax.nn.logsumexp(logits, axis=-1)
     greedy = (jnp.argmax(logits, axis=-1) == targets) | ~mask
     return jnp.sum(jnp.where(mask, target_logp, 0.0), axis=-1), jnp.all(greedy, axis=-1)
 
