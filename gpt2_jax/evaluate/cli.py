@@ -1,0 +1,52 @@
+"""`gpt2-jax eval CKPT_DIR --task NAME[,NAME...] --data PATH`: zero-shot evaluation.
+
+`add_parser(subparsers)` registers the command; user errors raise `EvalError`, which the main
+command prints as one `error: ...` line with exit status 2. With `--json` the last stdout line is
+`{"TASK": {"METRIC": value, ...}, ...}` (lm-eval's metric names plus counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from gpt2_jax.evaluate import report
+    from gpt2_jax.evaluate.runner import evaluate
+
+    run = evaluate(args.ckpt_dir, args.task, args.data, protocol=args.protocol, stride=args.stride,
+                   batch_size=args.batch_size, limit=args.limit, vocab=args.vocab, progress=not args.no_progress)
+    model = pathlib.Path(args.ckpt_dir).resolve().name
+    print(report.markdown(model, run["results"], args.protocol), end="")
+    for task, timing in run["meta"]["timing"].items():
+        print(f"- {task}: {timing['tokens_per_sec']:,.0f} tokens/s ({timing['seconds']:.1f} s)")
+    if args.out:
+        paths = report.write(args.out, model, run["results"], args.protocol, run["meta"])
+        print("wrote " + ", ".join(map(str, paths)))
+    if args.json:
+        print(json.dumps(run["results"]))
+    return 0
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    from gpt2_jax.evaluate.registry import TASKS
+
+    p = sub.add_parser("eval", help="zero-shot evaluation (perplexity, LAMBADA) of a checkpoint")
+    p.add_argument("ckpt_dir", help="a checkpoint directory (train, import-hf or export --format params)")
+    p.add_argument("--task", required=True, help=f"comma-separated task names: {', '.join(TASKS)}")
+    p.add_argument("--data", required=True,
+                   help="the task's data file; comma-separated, one per task; or a folder holding each task's file")
+    p.add_argument("--protocol", default="paper", choices=["paper", "lm-eval"],
+                   help="paper = GPT-2 paper's method (detokenizers, overlapping windows); lm-eval = "
+                        "lm-evaluation-harness's numbers")
+    p.add_argument("--stride", type=int, default=None, help="rolling-window stride in tokens (paper default n_ctx/2)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per model call (rounded up to the device count)")
+    p.add_argument("--limit", type=int, default=None, help="at most N documents/examples per task")
+    p.add_argument("--out", default=None, help="folder for eval.json and eval.md")
+    p.add_argument("--json", action="store_true", help="last stdout line: the results as one JSON object")
+    p.add_argument("--vocab", default=None, help="vocabulary (default: the checkpoint's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+    return p

@@ -1,0 +1,71 @@
+"""LAMBADA: predict the last word of a passage; accuracy of the greedy word and its perplexity.
+
+Each passage is split at its last space into a context and a target word (with its leading
+space), as lm-evaluation-harness's `lambada_openai` does; trailing spaces of the context move to
+the target, and the target's tokens are those of the whole passage after the context's tokens
+(lm-eval's `_encode_pair`). The model scores the target after the context (cut on the left to
+n_ctx tokens):
+
+  acc        = share of passages whose every target token is the model's argmax (greedy decoding
+               produces the word);
+  perplexity = exp(-mean over passages of log P(target | context)).
+
+Both protocols compute these the same way on OpenAI's already detokenized file (the paper's
+number is the greedy word's accuracy and the target word's perplexity). The paper's stop-word
+filter is not implemented.
+
+References:
+  Paperno et al. 2016 (LAMBADA); Radford et al. 2019, section 3.3.
+  EleutherAI lm-evaluation-harness, lm_eval/tasks/lambada/lambada_openai.yaml,
+  lm_eval/api/model.py (_encode_pair), lm_eval/api/metrics.py (perplexity).
+"""
+
+from __future__ import annotations
+
+import math
+
+from gpt2_jax.evaluate import readers
+from gpt2_jax.evaluate.context import EvalContext
+from gpt2_jax.evaluate.errors import EvalError
+from gpt2_jax.evaluate.windows import continuation_span
+
+
+def split_passage(text: str) -> tuple[str, str]:
+    """(context, target) exactly as lm-eval's lambada_openai templates build them."""
+    words = text.split(" ")
+    return " ".join(words[:-1]), " " + words[-1]
+
+
+def encode_pair(ctx: EvalContext, context: str, target: str) -> tuple[list[int], list[int]]:
+    if not context:
+        return [ctx.prefix_id], ctx.encode(target)
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, target = context[:-n_spaces], context[-n_spaces:] + target
+    whole = ctx.encode(context + target)
+    context_ids = ctx.encode(context)
+    return context_ids, whole[len(context_ids):]
+
+
+def run(ctx: EvalContext, path: str, name: str) -> dict:
+    counts = {"documents": 0, "tokens": 0, "words": 0}
+
+    def spans():
+        for index, text in enumerate(readers.lambada_passages(path)):
+            if ctx.limit is not None and index >= ctx.limit:
+                return
+            context_ids, target_ids = encode_pair(ctx, *split_passage(text))
+            counts["documents"] += 1
+            counts["words"] += 1
+            counts["tokens"] += len(target_ids)
+            yield continuation_span(index, context_ids, target_ids, ctx.n_ctx)
+
+    loglik, correct = 0.0, 0
+    for scored in ctx.scorer.score(spans(), desc=name):
+        loglik += scored.logprob
+        correct += scored.greedy
+    if counts["documents"] == 0:
+        raise EvalError(f"task {name!r} found no passages in {path!r}; check --data and --limit")
+    n = counts["documents"]
+    return {"acc": correct / n, "perplexity": math.exp(-loglik / n), "correct": correct, "loglikelihood": loglik,
+            **counts}

@@ -1,0 +1,123 @@
+"""Perplexity tasks: `text` (any corpus), WikiText-2/-103 and PTB, under both protocols.
+
+Each document is scored with rolling windows (`windows.rolling_spans`): every token once, the first
+after <|endoftext|>. The log-likelihoods of a document's windows are summed, and the totals turn
+into lm-evaluation-harness's metrics:
+
+  word_perplexity = exp(-sum(loglik) / sum(words))
+  byte_perplexity = exp(-sum(loglik) / sum(bytes))
+  bits_per_byte   = -sum(loglik) / sum(bytes) / ln 2
+  token_perplexity = exp(-sum(loglik) / sum(tokens))   (ours; BPE tokens scored)
+
+What is scored and what counts as a word depends on the protocol:
+  lm-eval: the text as lm-eval builds it (WikiText: its detokenizer on each article; words and
+           bytes counted on the article before detokenizing; `text`/PTB: the document as is,
+           words = len(re.split(r"\\s+", doc))). Windows are disjoint (stride = n_ctx).
+  paper:   our invertible detokenizer (WikiText, PTB), words = the dataset's own word tokens plus
+           one per line end (the <eos> that word-level models of Table 3 predict), so per-word
+           perplexity is comparable with Table 3; stride n_ctx/2 by default.
+Documents stream through: only the unfinished documents' partial sums are held.
+
+References:
+  EleutherAI lm-evaluation-harness, lm_eval/api/task.py (loglikelihood_rolling results),
+  lm_eval/api/metrics.py (weighted_perplexity, bits_per_byte), lm_eval/tasks/wikitext.
+  Radford et al. 2019, section 3.1 and Table 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Callable, Iterator
+
+from gpt2_jax.evaluate import readers
+from gpt2_jax.evaluate.context import EvalContext
+from gpt2_jax.evaluate.detokenize import detokenize, lm_eval_wikitext
+from gpt2_jax.evaluate.windows import rolling_spans
+
+
+@dataclasses.dataclass
+class Document:
+    text: str  # what is tokenized and scored
+    words: int
+    bytes: int
+
+
+def lm_eval_words(text: str) -> int:
+    return len(re.split(r"\s+", text))
+
+
+def dataset_words(tokenized: str) -> int:
+    """Word tokens of a word-tokenized file plus one <eos> per line end."""
+    return len(tokenized.split()) + tokenized.count("\n")
+
+
+def text_docs(ctx: EvalContext, path: str) -> Iterator[Document]:
+    for doc in readers.text_documents(path):
+        yield Document(doc, lm_eval_words(doc), len(doc.encode("utf-8")))
+
+
+def wikitext_docs(ctx: EvalContext, path: str) -> Iterator[Document]:
+    for page in readers.wikitext_articles(path):
+        if ctx.protocol == "lm-eval":
+            yield Document(lm_eval_wikitext(page), lm_eval_words(page), len(page.encode("utf-8")))
+        else:
+            text = detokenize(page, "wikitext")
+            yield Document(text, dataset_words(page), len(text.encode("utf-8")))
+
+
+def ptb_docs(ctx: EvalContext, path: str) -> Iterator[Document]:
+    lines = readers.ptb_lines(path)
+    if ctx.protocol == "lm-eval":
+        raw = open(path, encoding="utf-8").read()
+        yield Document(raw, lm_eval_words(raw), len(raw.encode("utf-8")))
+    else:
+        text = "\n".join(detokenize(f" {line} ", "ptb") for line in lines)
+        yield Document(text, sum(len(line.split()) + 1 for line in lines), len(text.encode("utf-8")))
+
+
+def _limited(docs: Iterator[Document], limit: int | None) -> Iterator[Document]:
+    for i, doc in enumerate(docs):
+        if limit is not None and i >= limit:
+            return
+        yield doc
+
+
+def perplexity(ctx: EvalContext, docs: Iterator[Document], desc: str) -> dict:
+    """Scores each document with rolling windows; returns the metrics and counts."""
+    totals = {"documents": 0, "tokens": 0, "words": 0, "bytes": 0}
+    loglik = 0.0
+
+    def spans():
+        for index, doc in enumerate(_limited(docs, ctx.limit)):
+            ids = ctx.encode(doc.text)
+            totals["documents"] += 1
+            totals["tokens"] += len(ids)
+            totals["words"] += doc.words
+            totals["bytes"] += doc.bytes
+            yield from rolling_spans(index, ids, ctx.prefix_id, ctx.n_ctx, ctx.stride)
+
+    for scored in ctx.scorer.score(spans(), desc=desc):
+        loglik += scored.logprob
+    if totals["documents"] == 0:
+        from gpt2_jax.evaluate.errors import EvalError
+
+        raise EvalError(f"task {desc!r} found no documents in its data; check --data and --limit")
+    nll = -loglik
+    return {
+        "word_perplexity": math.exp(nll / max(totals["words"], 1)),
+        "byte_perplexity": math.exp(nll / max(totals["bytes"], 1)),
+        "bits_per_byte": nll / max(totals["bytes"], 1) / math.log(2),
+        "token_perplexity": math.exp(nll / max(totals["tokens"], 1)),
+        "loglikelihood": loglik,
+        **totals,
+        "stride": ctx.stride,
+    }
+
+
+def rolling_task(read: Callable[[EvalContext, str], Iterator[Document]]) -> Callable[[EvalContext, str, str], dict]:
+    def run(ctx: EvalContext, path: str, name: str) -> dict:
+        return perplexity(ctx, read(ctx, path), name)
+
+    return run
