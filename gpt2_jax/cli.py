@@ -18,9 +18,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from gpt2_jax.data.errors import DataError
     from gpt2_jax.export import ExportError
     from gpt2_jax.sample import SampleError
+    from gpt2_jax.scaling import ScalingError
     from gpt2_jax.tokenizer import TokenizerError
 
-    return (ConfigError, CheckpointError, DataError, ExportError, SampleError, TokenizerError)
+    return (ConfigError, CheckpointError, DataError, ExportError, SampleError, TokenizerError, ScalingError)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -190,10 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ckpt_info)
 
     from gpt2_jax.data.cli import add_parser as add_data_parser
+    from gpt2_jax.scaling.cli import add_parser as add_scaling_parser
     from gpt2_jax.tokenizer.cli import add_parser as add_tokenizer_parser
 
     add_data_parser(sub)
     add_tokenizer_parser(sub)
+    add_scaling_parser(sub)
     return parser
 
 
