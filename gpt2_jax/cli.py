@@ -19,9 +19,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from gpt2_jax.evaluate.errors import EvalError
     from gpt2_jax.export import ExportError
     from gpt2_jax.sample import SampleError
+    from gpt2_jax.scaling import ScalingError
     from gpt2_jax.tokenizer import TokenizerError
 
-    return (ConfigError, CheckpointError, DataError, ExportError, SampleError, TokenizerError, EvalError)
+    return (ConfigError, CheckpointError, DataError, ExportError, SampleError, TokenizerError, EvalError, ScalingError)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -145,12 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     from gpt2_jax.data.cli import add_parser as add_data_parser
     from gpt2_jax.export.cli import add_parser as add_export_parser
     from gpt2_jax.evaluate.cli import add_parser as add_eval_parser
+    from gpt2_jax.scaling.cli import add_parser as add_scaling_parser
     from gpt2_jax.tokenizer.cli import add_parser as add_tokenizer_parser
 
     add_data_parser(sub)
     add_export_parser(sub)
     add_tokenizer_parser(sub)
     add_eval_parser(sub)
+    add_scaling_parser(sub)
     return parser
 
 

@@ -373,8 +373,11 @@ def _truncate_metrics(path: pathlib.Path, step: int) -> None:
         tmp.replace(path)
 
 
-def train(cfg: TrainConfig, *, say: Callable[[str], None] = print, progress: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, *, say: Callable[[str], None] = print, progress: bool = True,
+          devices: list | None = None) -> TrainResult:
     """Runs (or resumes) the training described by `cfg` and returns the final parameters.
+    `devices` (default: all) is the device subset the mesh is built on; sweeps pack small
+    points side by side on disjoint subsets (scaling/runner.py).
 
     Fault tolerance. The run resumes from the newest good checkpoint in WORKDIR/checkpoints
     (damaged ones are reported and skipped) and saves asynchronously every `ckpt_every` steps and
@@ -389,7 +392,7 @@ def train(cfg: TrainConfig, *, say: Callable[[str], None] = print, progress: boo
     workdir = pathlib.Path(cfg.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     shard_dir = resolve_data(cfg, say)
-    trainer = Trainer.build(cfg)
+    trainer = Trainer.build(cfg, devices)
     train_data = TokenLoader(shard_dir, "train", cfg.seq_len, cfg.batch_size, cfg.seed, cfg.model.n_vocab)
     check_vocab_matches(cfg, train_data.manifest, shard_dir)
     # Bits per byte compare runs across vocabularies; known when the manifest records bytes/token.

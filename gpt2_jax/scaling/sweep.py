@@ -1,0 +1,176 @@
+"""Sweep definitions as code: points over model shape and token budget, the shape rule, isoFLOP points.
+
+A sweep file (`experiments/*.py`) has a `get_sweep()` returning a `Sweep`: a base `TrainConfig`
+(data, batch, schedule; everything the points share) and a list of `Point`s, each a model shape,
+a number of optimizer steps (tokens D = steps * batch_size * seq_len) and optionally its own
+learning rate. Helpers build the usual designs:
+
+  grid(shapes, steps)          every shape at every step budget (Kaplan et al.'s L(N, D) grid);
+  isoflop(budgets, shapes)     for each compute budget C, every shape trained for the steps that
+                               make its training FLOPs hit C (Hoffmann et al.'s approach 2);
+  shape_for_params(N)          the shape rule: a target non-embedding parameter count N -> layers
+                               and width at a fixed aspect ratio d_model / n_layer and head size.
+
+FLOPs. Training FLOPs of a point are D * flops_per_token, with flops_per_token = 6 * N + 6 * V * d
++ 12 * L * T * d (mfu.flops_per_token: the non-embedding parameters N, the tied output projection,
+and attention's QK^T and AV over T keys, forward + backward). Kaplan's C = 6 * N * D (N
+non-embedding, no attention) is reported next to it. isoFLOP points use the full formula, so the
+attention and logit FLOPs, which dominate tiny models, are counted.
+
+References:
+  Kaplan et al. 2020, sections 2.1 (N, C = 6ND) and 3.1 (loss depends weakly on the aspect ratio).
+  Hoffmann et al. 2022, section 3.2 (isoFLOP profiles).
+  Chowdhery et al. 2022 (PaLM), appendix B (attention FLOPs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import pathlib
+import re
+import types
+from typing import Callable, Iterable
+
+from gpt2_jax.config import ConfigError, ModelConfig, TrainConfig, preset, to_dict
+from gpt2_jax.scaling.errors import ScalingError
+
+_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One training run of a sweep. `name` is its workdir under OUT/points/."""
+
+    name: str
+    model: ModelConfig
+    steps: int
+    lr: float | None = None  # None = the base config's optim.lr
+
+    def __post_init__(self):
+        if not _NAME.match(self.name):
+            raise ScalingError(f"point name {self.name!r} must use only letters, digits and _.+- (it names a directory)")
+        if self.steps < 1:
+            raise ScalingError(f"point {self.name!r}: steps={self.steps} must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A base config and the points trained on top of it."""
+
+    base: TrainConfig
+    points: tuple[Point, ...]
+    devices_per_point: int = 0  # 0 = all devices (one point at a time); see runner.py for packing
+
+    def __post_init__(self):
+        names = [p.name for p in self.points]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if not self.points:
+            raise ScalingError("the sweep has no points; get_sweep() must return at least one Point")
+        if dup:
+            raise ScalingError(f"the sweep has duplicate point names {dup}; every point needs its own name")
+
+    def config(self, point: Point, workdir: str | pathlib.Path) -> TrainConfig:
+        """The TrainConfig that trains `point` in `workdir` (validated like any config)."""
+        optim = self.base.optim if point.lr is None else dataclasses.replace(self.base.optim, lr=point.lr)
+        model = dataclasses.replace(point.model, n_vocab=self.base.model.n_vocab)
+        try:
+            return dataclasses.replace(self.base, model=model, optim=optim, steps=point.steps, workdir=str(workdir))
+        except ConfigError as e:
+            raise ScalingError(f"point {point.name!r}: {e}") from None
+
+
+def non_embedding_params(model: ModelConfig) -> int:
+    from gpt2_jax.model import non_embedding_params as count
+
+    return count(model)
+
+
+def total_params(model: ModelConfig) -> int:
+    """All parameters, the embeddings (padded vocabulary) included."""
+    return non_embedding_params(model) + model.n_vocab_padded * model.n_embd + model.n_ctx * model.n_embd
+
+
+def flops_per_token(model: ModelConfig, seq_len: int) -> float:
+    from gpt2_jax.mfu import flops_per_token as per_token
+
+    return per_token(model, seq_len)
+
+
+def tokens(cfg: TrainConfig) -> int:
+    return cfg.steps * cfg.batch_size * cfg.seq_len
+
+
+def describe(cfg: TrainConfig) -> dict:
+    """N (non-embedding and total), D, and both FLOPs conventions of one point's config."""
+    n = non_embedding_params(cfg.model)
+    d = tokens(cfg)
+    return {"params": n, "params_total": total_params(cfg.model), "tokens": d,
+            "flops": flops_per_token(cfg.model, cfg.seq_len) * d, "flops_6nd": 6.0 * n * d}
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """Identifies what a point trains: the whole config except where it lives (workdir, data.path)."""
+    tree = to_dict(cfg)
+    tree.pop("workdir")
+    tree["data"].pop("path")
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def shape_for_params(n_params: float, *, aspect_ratio: float = 32.0, head_dim: int = 16,
+                     base: ModelConfig | None = None) -> ModelConfig:
+    """The shape rule: the model with about `n_params` non-embedding parameters (N ~ 12 L d^2)
+    and d_model / n_layer ~ `aspect_ratio`, d_model a multiple of `head_dim`. Kaplan et al. found
+    the loss within a few percent over aspect ratios 20-200 at fixed N, so one fixed ratio keeps
+    N the only variable."""
+    if not n_params > 0:
+        raise ScalingError(f"target parameter count {n_params} must be > 0")
+    n_layer = max(1, round((n_params / (12.0 * aspect_ratio**2)) ** (1.0 / 3.0)))
+    n_embd = max(head_dim, round((n_params / (12.0 * n_layer)) ** 0.5 / head_dim) * head_dim)
+    base = base or preset("tiny")
+    return dataclasses.replace(base, n_layer=n_layer, n_embd=n_embd, n_head=n_embd // head_dim)
+
+
+def shape_name(model: ModelConfig) -> str:
+    return f"L{model.n_layer}-d{model.n_embd}"
+
+
+def grid(base: TrainConfig, shapes: Iterable[ModelConfig], steps: Iterable[int],
+         lr: Callable[[ModelConfig], float] | None = None) -> list[Point]:
+    """Every shape at every step budget; `lr(model)` sets a learning rate per size."""
+    return [Point(f"{shape_name(m)}-s{s}", m, s, None if lr is None else lr(m)) for m in shapes for s in steps]
+
+
+def isoflop(base: TrainConfig, budgets: Iterable[float], shapes: Iterable[ModelConfig], *, min_steps: int = 10,
+            lr: Callable[[ModelConfig], float] | None = None) -> list[Point]:
+    """For each FLOPs budget C, each shape trained for round(C / (flops_per_token * tokens per
+    step)) steps (shapes that would get fewer than `min_steps` steps are left out of that budget).
+    Points are named `C{budget:.0e}-L..-d..`; their realised FLOPs differ from C by the rounding."""
+    points = []
+    for c in budgets:
+        for m in shapes:
+            model = dataclasses.replace(m, n_vocab=base.model.n_vocab)
+            steps = round(c / (flops_per_token(model, base.seq_len) * base.batch_size * base.seq_len))
+            if steps >= min_steps:
+                points.append(Point(f"C{c:.0e}-{shape_name(m)}".replace("+", ""), m, steps,
+                                    None if lr is None else lr(m)))
+    return points
+
+
+def load_sweep(path: str | pathlib.Path) -> Sweep:
+    """Runs a sweep file and returns its `get_sweep()`."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ScalingError(f"sweep file {str(path)!r} does not exist; pass a .py file with get_sweep()")
+    spec = importlib.util.spec_from_file_location(f"sweep_{path.stem}", path)
+    module = types.ModuleType(spec.name)
+    module.__file__ = str(path)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_sweep"):
+        raise ScalingError(f"sweep file {str(path)!r} defines no get_sweep(); it must return a gpt2_jax.scaling.sweep.Sweep")
+    sweep = module.get_sweep()
+    if not isinstance(sweep, Sweep):
+        raise ScalingError(f"get_sweep() in {str(path)!r} returned {type(sweep).__name__}, not a Sweep")
+    return sweep
