@@ -106,7 +106,7 @@ def test_gguf_in_llama_cpp(export_ckpt, tmp_path, forward):
     path = tmp_path / "model.gguf"
     export_checkpoint(case.ckpt, "gguf", path)
     llm = llama(path)
-    assert llm.n_vocab() == 300 and llm.n_ctx() == 64
+    assert llm.n_vocab() == 300 and llm.metadata["gpt2.context_length"] == "64"  # (it rounds n_ctx up to 256)
     for text in SHARED_TEXTS:  # llama.cpp's tokenizer, fed our tokens and merges, gives our ids
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids_for(case, text), text
     prompt = ids_for(case, SHARED_TEXTS[0])
@@ -191,8 +191,8 @@ def test_gguf_refuses_what_it_cannot_hold(tmp_path):
 
 @pytest.mark.slow
 def test_124m_through_every_format(gpt2_ckpt, tmp_path):
-    """GPT-2 small's shapes and vocabulary: every importable format round-trips bit-exactly; ONNX
-    Runtime, TensorFlow and llama.cpp give our logits on a prompt tokenized by each of them."""
+    """GPT-2 small's shapes and vocabulary: the importable formats round-trip bit-exactly; ONNX
+    Runtime, TensorFlow and llama.cpp give our logits (llama.cpp on a prompt it tokenized itself)."""
     import jax
     import onnxruntime as ort
     import tensorflow as tf
@@ -218,8 +218,9 @@ def test_124m_through_every_format(gpt2_ckpt, tmp_path):
     hf.save_hf_dir(tmp_path / "hf", config, params)
     hf.write_tokenizer_files(tmp_path / "hf", vocab, config)
     export_checkpoint(ckpt, "gguf", tmp_path / "m.gguf")
-    for fmt, name in (("llmc", "llmc"), ("openai-tf", "tf"), ("gguf", "m.gguf"), ("safetensors", "m.safetensors"),
-                      ("hf", "hf")):
+    # (GGUF's bit-exact read-back is checked on the small model above: the gguf package's reader
+    # spends ~10 s parsing 50k tokens and merges here; llama.cpp below is its 124M consumer check)
+    for fmt, name in (("llmc", "llmc"), ("openai-tf", "tf"), ("safetensors", "m.safetensors"), ("hf", "hf")):
         cfg, back, vocab_name = read_model(tmp_path / name, fmt)
         assert cfg == config and vocab_name == "gpt2", fmt
         assert_params_equal(back, params)

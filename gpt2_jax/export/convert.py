@@ -114,7 +114,7 @@ def read_model(src: str | os.PathLike, fmt: str):
 
     _check_format(fmt, importing=True)
     src = pathlib.Path(src)
-    if not src.exists():
+    if not src.exists() and fmt != "hf":  # (load_hf_dir names the missing config.json itself)
         raise ExportError(f"{str(src)!r} does not exist; pass the file or directory to import")
     if fmt == "hf":
         from gpt2_jax.export.hf import load_hf_dir, read_tokenizer_files
@@ -141,11 +141,7 @@ def read_model(src: str | os.PathLike, fmt: str):
     if fmt == "llmc":
         config, params, tokenizer = _module(fmt).load(src)
         return config, params, "unknown" if tokenizer is None else vocab_from_tokens(*tokenizer, config.n_vocab)
-    if fmt == "gguf":
-        config, params, tokenizer = _module(fmt).load(src)
-        return config, params, tokenizer
-    config, params, vocab = _module(fmt).load(src)
-    return config, params, vocab
+    return _module(fmt).load(src)  # gguf, safetensors: (config, params, vocabulary)
 
 
 def import_model(src: str | os.PathLike, fmt: str, out: str | os.PathLike, *, force: bool = False) -> dict:

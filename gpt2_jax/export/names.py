@@ -106,10 +106,6 @@ def put_path(tree: dict, path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
-def unpad_vocab(wte: np.ndarray, config: ModelConfig) -> np.ndarray:
-    return wte[: config.n_vocab]
-
-
 def pad_vocab(wte: np.ndarray, config: ModelConfig) -> np.ndarray:
     """Real rows [n_vocab, D] -> our table [n_vocab_padded, D] with zero padding rows (as init
     leaves them, so import(export(params)) is bit-exact)."""

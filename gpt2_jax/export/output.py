@@ -26,7 +26,8 @@ def check_new_output(path: str | os.PathLike, force: bool) -> pathlib.Path:
     """Refuses an existing output (a file, or a non-empty directory) unless `force`."""
     path = pathlib.Path(path)
     if path.exists() and not force and (path.is_file() or any(path.iterdir())):
-        raise ExportError(f"output {str(path)!r} already exists; choose a new path or pass --force to replace it")
+        what = "a file" if path.is_file() else "a directory that is not empty"
+        raise ExportError(f"output {str(path)!r} already exists ({what}); choose a new path or pass --force to replace it")
     return path
 
 
