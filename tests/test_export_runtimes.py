@@ -90,7 +90,7 @@ def test_hf_export_carries_the_tokenizer(export_ckpt, tmp_path):
 
 
 def llama(path, n_ctx=64):
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is a test extra (see README)")
+    import llama_cpp  # a test extra: a missing install fails here rather than skipping the llama.cpp checks
     return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
                            n_threads=2, verbose=False)
 
