@@ -347,14 +347,15 @@ def test_unit_conversions_in_results(our_results):
 
 @pytest.mark.slow
 def test_paper_protocol_runs_with_half_window_stride(eval_model, capsys):
-    status, out, err = _cli(["eval", eval_model[0], "--task", "wikitext2,ptb", "--data",
-                             f"{DATA / 'wiki.test.first2articles.tokens'},{DATA / 'ptb.test.first200.txt'}",
-                             "--json", "--no-progress", "--limit", "1"], capsys)
+    status, out, err = _cli(["eval", eval_model[0], "--task", "wikitext2,ptb,text8", "--data",
+                             f"{DATA / 'wiki.test.first2articles.tokens'},{DATA / 'ptb.test.first200.txt'},"
+                             f"{DATA / 'tinyshakespeare_head.txt'}", "--json", "--no-progress", "--limit", "1"], capsys)
     assert status == 0, err
     res = json.loads(out.strip().splitlines()[-1])
     assert res["wikitext2"]["stride"] == res["ptb"]["stride"] == N_CTX // 2
     assert res["ptb"]["words"] == sum(len(l.split()) + 1 for l in (DATA / "ptb.test.first200.txt").read_text().splitlines())
     assert res["wikitext2"]["documents"] == 1
+    assert res["text8"]["bytes"] == 12000 and res["text8"]["documents"] == 1  # not a 100M file: all of it is the test split
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,3 +400,76 @@ def test_vocabulary_mismatch(hf_tiny, tmp_path, capsys):
     _assert_user_error(capsys, ["eval", tmp_path / "ckpt", "--task", "text", "--data", data], "--vocab")
     _assert_user_error(capsys, ["eval", tmp_path / "ckpt", "--task", "text", "--data", data, "--vocab", "gpt2"],
                        "50257", "n_vocab=300")
+
+
+# ----------------------------------------------------------------------------------------------
+# CBT and Winograd: answers that lm-eval's own scoring of the same pairs prefers score 100%
+
+
+@pytest.fixture(scope="session")
+def hflm(eval_model):
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=str(eval_model[1]), dtype="float32", device="cpu", batch_size=4)
+
+
+def _lm_eval_loglik(hflm, pairs) -> list[float]:
+    from lm_eval.api.instance import Instance
+
+    reqs = [Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i) for i, pair in enumerate(pairs)]
+    return [ll for ll, _ in hflm.loglikelihood(reqs, disable_tqdm=True)]
+
+
+def _eval_acc(capsys, ckpt, task, path) -> dict:
+    status, out, err = _cli(["eval", ckpt, "--task", task, "--data", path, "--json", "--no-progress"], capsys)
+    assert status == 0, err
+    return json.loads(out.strip().splitlines()[-1])[task]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,name", [("cbt-cn", "cbtest_CN_test_2500ex.first1.txt"), ("cbt-ne", "cbtest_NE_test_2500ex.first1.txt")])
+def test_cbt_scores_preferred_answer_100_and_least_preferred_0(task, name, eval_model, hflm, tmp_path, capsys):
+    from gpt2_jax.evaluate import cbt
+
+    source = (DATA / name).read_text(encoding="utf-8")
+    [(context, question, answer, candidates)] = list(cbt.examples(DATA / name))
+    lls = _lm_eval_loglik(hflm, cbt.pairs(context, question, candidates))
+    best, worst = candidates[int(np.argmax(lls))], candidates[int(np.argmin(lls))]
+    for label, expected in ((best, 1.0), (worst, 0.0)):
+        fixture = _write(tmp_path / f"{label}.txt", source.replace(f"\t{answer}\t\t", f"\t{label}\t\t"))
+        assert _eval_acc(capsys, eval_model[0], task, fixture)["acc"] == expected
+
+
+@pytest.mark.slow
+def test_wsc_partial_scoring_scores_preferred_answers_100_and_others_0(eval_model, hflm, tmp_path, capsys):
+    from gpt2_jax.evaluate import winograd
+
+    path = DATA / "WSCollection.first8.xml"
+    source = path.read_text(encoding="iso-8859-1")
+    schemas = list(winograd.schemas(path))
+    assert len(schemas) == 8 and [s[4] for s in schemas] == [0, 1] * 4  # the collection's labels
+    preferred = []
+    for before, pronoun, after, candidates, _ in schemas:
+        lls = _lm_eval_loglik(hflm, winograd.pairs(before, pronoun, after, candidates))
+        assert lls[0] != lls[1]
+        preferred.append(int(lls[1] > lls[0]))
+    for labels, expected in ((preferred, 1.0), ([1 - p for p in preferred], 0.0)):
+        it = iter(labels)
+        text = re.sub(r"<correctAnswer>.*?</correctAnswer>", lambda m: f"<correctAnswer> {'AB'[next(it)]} </correctAnswer>",
+                      source, flags=re.S)
+        fixture = tmp_path / f"wsc_{expected}.xml"
+        fixture.write_text(text, encoding="iso-8859-1")
+        result = _eval_acc(capsys, eval_model[0], "wsc273", fixture)
+        assert result["acc"] == expected and result["documents"] == 8
+
+
+def test_wsc_substitution():
+    from gpt2_jax.evaluate.winograd import pairs
+
+    got = pairs("The trophy doesn't fit into the brown suitcase because", "it", "is too large.", ["The trophy", "the brown suitcase"])
+    assert got == [("The trophy doesn't fit into the brown suitcase because the trophy", " is too large."),
+                   ("The trophy doesn't fit into the brown suitcase because the brown suitcase", " is too large.")]
+    assert pairs("Tom hit Bill with", "his", "bat.", ["Tom", "Bill"])[0] == ("Tom hit Bill with Tom's", " bat.")
+    assert pairs("The dog chased the cat. ", "It", "ran.", ["The dog", "The cat"])[0][0].endswith(". The dog")

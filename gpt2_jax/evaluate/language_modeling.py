@@ -1,4 +1,4 @@
-"""Perplexity tasks: `text` (any corpus), WikiText-2/-103 and PTB, under both protocols.
+"""Perplexity tasks: `text` (any corpus), WikiText-2/-103, PTB, enwik8 and text8, both protocols.
 
 Each document is scored with rolling windows (`windows.rolling_spans`): every token once, the first
 after <|endoftext|>. The log-likelihoods of a document's windows are summed, and the totals turn
@@ -16,6 +16,8 @@ What is scored and what counts as a word depends on the protocol:
   paper:   our invertible detokenizer (WikiText, PTB), words = the dataset's own word tokens plus
            one per line end (the <eos> that word-level models of Table 3 predict), so per-word
            perplexity is comparable with Table 3; stride n_ctx/2 by default.
+enwik8/text8 (no lm-eval task exists; both protocols alike): the last 5M bytes of the released
+file, scored as one document; `bits_per_byte` is the paper's bits per character.
 Documents stream through: only the unfinished documents' partial sums are held.
 
 References:
@@ -75,6 +77,24 @@ def ptb_docs(ctx: EvalContext, path: str) -> Iterator[Document]:
     else:
         text = "\n".join(detokenize(f" {line} ", "ptb") for line in lines)
         yield Document(text, sum(len(line.split()) + 1 for line in lines), len(text.encode("utf-8")))
+
+
+SPLIT_100M = 100_000_000  # enwik8 and text8: 90M train, 5M valid, 5M test (Mahoney's standard split)
+TEST_BYTES = 5_000_000
+
+
+def char_level_docs(ctx: EvalContext, path: str) -> Iterator[Document]:
+    """enwik8 / text8: the released 100M-byte file -> its last 5M bytes (the test split); any other
+    file is taken as the test split itself. One document; bits per byte = the paper's bpc."""
+    raw = readers.existing_path(path, "char").read_bytes()
+    if len(raw) == SPLIT_100M:
+        raw = raw[-TEST_BYTES:]
+    if not raw:
+        from gpt2_jax.evaluate.errors import EvalError
+
+        raise EvalError(f"data file {path!r} is empty; expected {readers.WHERE['char']}")
+    text = raw.decode("utf-8", errors="replace")  # a cut multi-byte character at the split edge
+    yield Document(text, len(text.split()), len(raw))
 
 
 def _limited(docs: Iterator[Document], limit: int | None) -> Iterator[Document]:

@@ -63,6 +63,14 @@ def _score_batch(params, inputs, targets, mask, *, config: ModelConfig, mesh, ru
     return jnp.sum(jnp.where(mask, target_logp, 0.0), axis=-1), jnp.all(greedy, axis=-1)
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_score(config: ModelConfig, mesh, rules: str):
+    """One jitted scoring function per (model, mesh, rules), shared by every Scorer in a process, so
+    a second evaluation of the same model compiles nothing. Inputs arrive already placed (params
+    with their shardings, batches split over the batch axes) and jit follows those placements."""
+    return jax.jit(functools.partial(_score_batch, config=config, mesh=mesh, rules=rules))
+
+
 def eval_mesh(mesh_cfg: MeshConfig | None, devices: list | None = None) -> tuple[jax.sharding.Mesh, str]:
     """The checkpoint's training mesh when it fits these devices, else data parallelism over all."""
     devices = jax.devices() if devices is None else devices
@@ -112,10 +120,8 @@ class Scorer:
         self.buckets = length_buckets(config.n_ctx)
         self.progress = progress
         self.tokens = 0  # scored tokens so far (all calls)
-        batch_sharding = sharding.batch_sharding(self.mesh)
-        self._batch_sharding = batch_sharding
-        self._fn = jax.jit(functools.partial(_score_batch, config=config, mesh=self.mesh, rules=self.rules),
-                           in_shardings=(shardings, batch_sharding, batch_sharding, batch_sharding))
+        self._batch_sharding = sharding.batch_sharding(self.mesh)
+        self._fn = _jitted_score(config, self.mesh, self.rules)
 
     def _bucket(self, n: int) -> int:
         for size in self.buckets:
