@@ -473,3 +473,45 @@ def test_wsc_substitution():
                    ("The trophy doesn't fit into the brown suitcase because the brown suitcase", " is too large.")]
     assert pairs("Tom hit Bill with", "his", "bat.", ["Tom", "Bill"])[0] == ("Tom hit Bill with Tom's", " bat.")
     assert pairs("The dog chased the cat. ", "It", "ran.", ["The dog", "The cat"])[0][0].endswith(". The dog")
+
+
+# ----------------------------------------------------------------------------------------------
+# --overlap: examples whose 8-grams are in the training shards
+
+
+@pytest.mark.slow
+def test_overlap_flags_planted_passages(eval_model, tmp_path, capsys):
+    from gpt2_jax.data.clean import Recipe
+    from gpt2_jax.data.ngrams import text_ngrams
+    from gpt2_jax.data.prepare import prepare
+    from gpt2_jax.data.shards import read_shard
+    from gpt2_jax.tokenizer import load_tokenizer
+
+    passages = [json.loads(line)["text"] for line in open(DATA / "lambada_test.first20.jsonl", encoding="utf-8")]
+    shakespeare = (DATA / "tinyshakespeare_head.txt").read_text(encoding="utf-8")
+    docs = [p.read_text(encoding="utf-8") for p in sorted((DATA / "owt_four_docs").glob("*.txt"))]
+    docs += [shakespeare[i * 2000:(i + 1) * 2000] + "\n\n" + passages[i] for i in range(3)]  # plant passages 0-2
+    (tmp_path / "docs").mkdir()
+    for i, d in enumerate(docs):
+        (tmp_path / "docs" / f"{i:02d}.txt").write_text(d, encoding="utf-8")
+    manifest = prepare([tmp_path / "docs"], tmp_path / "shards", "gpt2", recipe=Recipe(min_words=0, val_fraction=0.3), workers=1)
+    # the exact answer, from the train split's text (no Bloom filter)
+    tok = load_tokenizer("gpt2")
+    train_tokens = np.concatenate([read_shard(tmp_path / "shards" / n) for n in manifest["splits"]["train"]["shards"]])
+    cuts = np.r_[-1, np.flatnonzero(train_tokens == tok.eot_id), train_tokens.size]
+    train_grams = set()
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        train_grams.update(text_ngrams(tok.decode(train_tokens[a + 1:b].tolist()), 8).tolist())
+    per_passage = [text_ngrams(p, 8).tolist() for p in passages]
+    expected_flags = [any(g in train_grams for g in grams) for grams in per_passage]
+    assert sum(expected_flags[:3]) >= 1  # at least one planted document landed in the train split
+
+    status, out, err = _cli(["eval", eval_model[0], "--task", "lambada", "--data", DATA / "lambada_test.first20.jsonl",
+                             "--overlap", tmp_path / "shards", "--json", "--no-progress"], capsys)
+    assert status == 0, err
+    o = json.loads(out.strip().splitlines()[-1])["lambada"]["overlap"]
+    assert o["ngrams"] == sum(len(g) for g in per_passage)
+    assert o["found"] == sum(g in train_grams for grams in per_passage for g in grams)
+    assert o["overlapping"]["documents"] == sum(expected_flags)
+    assert o["clean"]["documents"] == 20 - sum(expected_flags)
+    assert "overlap with" in out

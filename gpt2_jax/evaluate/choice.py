@@ -21,6 +21,7 @@ def pick(ctx: EvalContext, examples: Iterable[tuple[list[tuple[str, str]], int]]
     """examples: (pairs, index of the right pair). Returns acc, correct and counts."""
     answers: dict[int, int] = {}
     n_pairs: dict[int, int] = {}
+    flags: dict[int, bool] = {}  # only with --overlap: the example's text (first pair) vs training data
     counts = {"documents": 0, "tokens": 0}
 
     def spans():
@@ -28,6 +29,8 @@ def pick(ctx: EvalContext, examples: Iterable[tuple[list[tuple[str, str]], int]]
             if ctx.limit is not None and index >= ctx.limit:
                 return
             answers[index], n_pairs[index] = answer, len(pairs)
+            if ctx.overlap is not None:
+                flags[index] = ctx.overlap.flag(pairs[answer][0] + pairs[answer][1])
             counts["documents"] += 1
             for choice, (context, continuation) in enumerate(pairs):
                 context_ids, continuation_ids = encode_pair(ctx, context, continuation)
@@ -40,5 +43,15 @@ def pick(ctx: EvalContext, examples: Iterable[tuple[list[tuple[str, str]], int]]
         scores[index][choice] = scored.logprob
     if not answers:
         raise EvalError(f"task {name!r} found no examples in its data; check --data and --limit")
-    correct = sum(max(scores[i], key=scores[i].get) == answers[i] for i in answers)
-    return {"acc": correct / len(answers), "correct": correct, **counts}
+    right = {i: max(scores[i], key=scores[i].get) == answers[i] for i in answers}
+
+    def metrics(keys):
+        keys = list(keys)
+        correct = sum(right[i] for i in keys)
+        return {"acc": correct / len(keys), "correct": correct, "documents": len(keys)} if keys else {"documents": 0}
+
+    result = {**metrics(answers), **counts}
+    if ctx.overlap is not None:
+        result["overlap"] = ctx.overlap.section(metrics(i for i in answers if flags[i]),
+                                                metrics(i for i in answers if not flags[i]))
+    return result

@@ -17,7 +17,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from gpt2_jax.evaluate.runner import evaluate
 
     run = evaluate(args.ckpt_dir, args.task, args.data, protocol=args.protocol, stride=args.stride,
-                   batch_size=args.batch_size, limit=args.limit, vocab=args.vocab, progress=not args.no_progress)
+                   batch_size=args.batch_size, limit=args.limit, vocab=args.vocab, progress=not args.no_progress,
+                   overlap=args.overlap)
     model = pathlib.Path(args.ckpt_dir).resolve().name
     print(report.markdown(model, run["results"], args.protocol), end="")
     for task, timing in run["meta"]["timing"].items():
@@ -47,6 +48,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for eval.json and eval.md")
     p.add_argument("--json", action="store_true", help="last stdout line: the results as one JSON object")
     p.add_argument("--vocab", default=None, help="vocabulary (default: the checkpoint's)")
+    p.add_argument("--overlap", default=None, metavar="SHARDS_DIR",
+                   help="report each task's 8-gram overlap with this shard directory's train split, and its "
+                        "metrics on overlapping vs clean examples (paper section 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
     return p

@@ -49,23 +49,36 @@ def encode_pair(ctx: EvalContext, context: str, target: str) -> tuple[list[int],
 
 def run(ctx: EvalContext, path: str, name: str) -> dict:
     counts = {"documents": 0, "tokens": 0, "words": 0}
+    flags: dict[int, bool] = {}  # only with --overlap
 
     def spans():
         for index, text in enumerate(readers.lambada_passages(path)):
             if ctx.limit is not None and index >= ctx.limit:
                 return
+            if ctx.overlap is not None:
+                flags[index] = ctx.overlap.flag(text)
             context_ids, target_ids = encode_pair(ctx, *split_passage(text))
             counts["documents"] += 1
             counts["words"] += 1
             counts["tokens"] += len(target_ids)
             yield continuation_span(index, context_ids, target_ids, ctx.n_ctx)
 
-    loglik, correct = 0.0, 0
+    groups = {g: [0.0, 0, 0] for g in (None, True, False)}  # loglik, correct, passages
     for scored in ctx.scorer.score(spans(), desc=name):
-        loglik += scored.logprob
-        correct += scored.greedy
+        for g in (None, flags[scored.key]) if ctx.overlap is not None else (None,):
+            groups[g][0] += scored.logprob
+            groups[g][1] += scored.greedy
+            groups[g][2] += 1
     if counts["documents"] == 0:
         raise EvalError(f"task {name!r} found no passages in {path!r}; check --data and --limit")
-    n = counts["documents"]
-    return {"acc": correct / n, "perplexity": math.exp(-loglik / n), "correct": correct, "loglikelihood": loglik,
-            **counts}
+
+    def metrics(g):
+        ll, correct, n = groups[g]
+        if not n:
+            return {"documents": 0}
+        return {"acc": correct / n, "perplexity": math.exp(-ll / n), "correct": correct, "documents": n}
+
+    result = {**metrics(None), "loglikelihood": groups[None][0], **counts}
+    if ctx.overlap is not None:
+        result["overlap"] = ctx.overlap.section(metrics(True), metrics(False))
+    return result

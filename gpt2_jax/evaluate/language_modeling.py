@@ -104,26 +104,7 @@ def _limited(docs: Iterator[Document], limit: int | None) -> Iterator[Document]:
         yield doc
 
 
-def perplexity(ctx: EvalContext, docs: Iterator[Document], desc: str) -> dict:
-    """Scores each document with rolling windows; returns the metrics and counts."""
-    totals = {"documents": 0, "tokens": 0, "words": 0, "bytes": 0}
-    loglik = 0.0
-
-    def spans():
-        for index, doc in enumerate(_limited(docs, ctx.limit)):
-            ids = ctx.encode(doc.text)
-            totals["documents"] += 1
-            totals["tokens"] += len(ids)
-            totals["words"] += doc.words
-            totals["bytes"] += doc.bytes
-            yield from rolling_spans(index, ids, ctx.prefix_id, ctx.n_ctx, ctx.stride)
-
-    for scored in ctx.scorer.score(spans(), desc=desc):
-        loglik += scored.logprob
-    if totals["documents"] == 0:
-        from gpt2_jax.evaluate.errors import EvalError
-
-        raise EvalError(f"task {desc!r} found no documents in its data; check --data and --limit")
+def _metrics(loglik: float, totals: dict) -> dict:
     nll = -loglik
     return {
         "word_perplexity": math.exp(nll / max(totals["words"], 1)),
@@ -132,8 +113,45 @@ def perplexity(ctx: EvalContext, docs: Iterator[Document], desc: str) -> dict:
         "token_perplexity": math.exp(nll / max(totals["tokens"], 1)),
         "loglikelihood": loglik,
         **totals,
-        "stride": ctx.stride,
     }
+
+
+def perplexity(ctx: EvalContext, docs: Iterator[Document], desc: str) -> dict:
+    """Scores each document with rolling windows; returns the metrics and counts. With
+    `ctx.overlap`, also per subset (documents with / without 8-grams in the training data)."""
+    zero = lambda: {"documents": 0, "tokens": 0, "words": 0, "bytes": 0}
+    totals = {None: zero(), True: zero(), False: zero()}  # all, overlapping, clean
+    loglik = {None: 0.0, True: 0.0, False: 0.0}
+    flags: dict[int, bool] = {}  # only with --overlap: one bool per document
+
+    def spans():
+        for index, doc in enumerate(_limited(docs, ctx.limit)):
+            ids = ctx.encode(doc.text)
+            groups = [None]
+            if ctx.overlap is not None:
+                flags[index] = ctx.overlap.flag(doc.text)
+                groups.append(flags[index])
+            for group in groups:
+                t = totals[group]
+                t["documents"] += 1
+                t["tokens"] += len(ids)
+                t["words"] += doc.words
+                t["bytes"] += doc.bytes
+            yield from rolling_spans(index, ids, ctx.prefix_id, ctx.n_ctx, ctx.stride)
+
+    for scored in ctx.scorer.score(spans(), desc=desc):
+        loglik[None] += scored.logprob
+        if ctx.overlap is not None:
+            loglik[flags[scored.key]] += scored.logprob
+    if totals[None]["documents"] == 0:
+        from gpt2_jax.evaluate.errors import EvalError
+
+        raise EvalError(f"task {desc!r} found no documents in its data; check --data and --limit")
+    result = {**_metrics(loglik[None], totals[None]), "stride": ctx.stride}
+    if ctx.overlap is not None:
+        subset = lambda g: _metrics(loglik[g], totals[g]) if totals[g]["documents"] else {"documents": 0}
+        result["overlap"] = ctx.overlap.section(subset(True), subset(False))
+    return result
 
 
 def rolling_task(read: Callable[[EvalContext, str], Iterator[Document]]) -> Callable[[EvalContext, str, str], dict]:
