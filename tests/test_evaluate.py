@@ -515,3 +515,93 @@ def test_overlap_flags_planted_passages(eval_model, tmp_path, capsys):
     assert o["overlapping"]["documents"] == sum(expected_flags)
     assert o["clean"]["documents"] == 20 - sum(expected_flags)
     assert "overlap with" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# generative tasks: references = Hugging Face's own greedy generation from the same prompt ids
+
+STORY = ("Mara kept bees on the roof of the old library. Every spring she moved the hives to the orchard "
+         "by the river, where the apple trees flowered first. Her brother Ilan sold the honey at the "
+         "Saturday market in town.")
+
+
+@pytest.fixture(scope="session")
+def hf_greedy(eval_model):
+    """hf_greedy(prompt, max_new) -> Hugging Face's greedy continuation, cut at the first newline,
+    of the prompt ids our generation feeds (same left truncation)."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from gpt2_jax.evaluate.generation import prompt_ids
+    from gpt2_jax.tokenizer import load_tokenizer
+
+    model = GPT2LMHeadModel.from_pretrained(eval_model[1]).eval()
+    tok = load_tokenizer("gpt2")
+
+    class Ctx:  # what prompt_ids needs of an EvalContext
+        n_ctx = N_CTX
+        encode = staticmethod(tok.encode)
+
+    def run(prompt: str, max_new: int) -> str:
+        ids = prompt_ids(Ctx, prompt, max_new)
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=max_new, do_sample=False, pad_token_id=50256,
+                                 attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+        return tok.decode(out[0, len(ids):].tolist()).split("\n", 1)[0]
+
+    return run
+
+
+@pytest.mark.slow
+def test_coqa_and_nq_score_hf_greedy_answers_100_and_wrong_ones_0(eval_model, hf_greedy, tmp_path, capsys):
+    from gpt2_jax.evaluate.reading_qa import MAX_ANSWER_TOKENS, NQ_EXAMPLES
+
+    questions = ["Where did Mara keep bees?", "Who sold the honey?"]
+    answers = []
+    for q in questions:  # each turn's prompt holds the previous turns' (reference) answers
+        history = "".join(f"Q: {pq}\nA: {pa}\n" for pq, pa in zip(questions, answers))
+        answers.append(hf_greedy(f"{STORY}\n\n{history}Q: {q}\nA:", MAX_ANSWER_TOKENS))
+    assert any(a.strip() for a in answers), "HF generated only empty answers; the check would be vacuous"
+    coqa = lambda refs: {"data": [{"story": STORY, "questions": [{"input_text": q} for q in questions],
+                                   "answers": [{"input_text": a} for a in refs]}]}
+    right = _write(tmp_path / "coqa.json", json.dumps(coqa(answers)))
+    assert _eval_acc(capsys, eval_model[0], "coqa", right)["f1"] == 1.0
+    # wrong references: the prompts change too (history), so only check the score is 0
+    wrong = _write(tmp_path / "coqa_wrong.json", json.dumps(coqa(["zzyzx qwv", "xqj vvz"])))
+    assert _eval_acc(capsys, eval_model[0], "coqa", wrong)["f1"] == 0.0
+
+    shots = [("What colour is the sky?", "blue"), ("How many legs has a spider?", "eight"), ("Capital of France?", "Paris"),
+             ("Largest ocean?", "Pacific"), ("Author of Hamlet?", "Shakespeare")]
+    asked = ["Where do bees live?", "What do bees make?"]
+    prefix = "".join(f"Q: {q}\nA: {a}\n\n" for q, a in shots[:NQ_EXAMPLES])
+    refs = [hf_greedy(f"{prefix}Q: {q}\nA:", MAX_ANSWER_TOKENS) for q in asked]
+    nq = lambda answers_: "".join(json.dumps({"question": q, "answer": [a]}) + "\n" for q, a in shots + list(zip(asked, answers_)))
+    result = _eval_acc(capsys, eval_model[0], "nq", _write(tmp_path / "nq.jsonl", nq(refs)))
+    assert result["exact_match"] == 1.0 and result["documents"] == 2
+    assert _eval_acc(capsys, eval_model[0], "nq", _write(tmp_path / "nq_wrong.jsonl", nq(["zzyzx", "qwv"])))["exact_match"] == 0.0
+
+
+@pytest.mark.slow
+def test_translation_bleu_100_on_hf_greedy_references_and_0_on_wrong(eval_model, hf_greedy, tmp_path, capsys):
+    from gpt2_jax.evaluate.translation import MAX_TRANSLATION_TOKENS
+
+    shots = [("The house is red.", "La maison est rouge."), ("I like apples.", "J'aime les pommes."),
+             ("Where is the station?", "Où est la gare ?")]
+    sources = ["The cat sleeps.", "We read books."]
+    prefix = "".join(f"{en} = {fr}\n" for en, fr in shots)
+    refs = [hf_greedy(f"{prefix}{en} =", MAX_TRANSLATION_TOKENS).strip() for en in sources]
+    assert all(refs), refs
+    data = lambda frs: "".join(json.dumps({"en": en, "fr": fr}) + "\n" for en, fr in shots + list(zip(sources, frs)))
+    assert _eval_acc(capsys, eval_model[0], "wmt14-en-fr", _write(tmp_path / "w.jsonl", data(refs)))["bleu"] == pytest.approx(100.0)
+    assert _eval_acc(capsys, eval_model[0], "wmt14-en-fr", _write(tmp_path / "x.jsonl", data(["zzyzx qwv", "xqj"])))["bleu"] == 0.0
+
+
+@pytest.mark.slow
+def test_summarization_runs_and_is_reproducible(eval_model, tmp_path, capsys):
+    from gpt2_jax.evaluate.summarization import first_sentences
+
+    assert first_sentences("One. Two! Three? Four.") == "One. Two! Three?"
+    path = _write(tmp_path / "cnndm.jsonl", json.dumps({"article": STORY, "highlights": "Mara keeps bees. Ilan sells honey."}) + "\n")
+    first = _eval_acc(capsys, eval_model[0], "cnndm", path)
+    assert set(first) >= {"rouge1", "rouge2", "rougeL"} and all(0 <= first[k] <= 1 for k in ("rouge1", "rouge2", "rougeL"))
+    assert _eval_acc(capsys, eval_model[0], "cnndm", path) == first  # top-k 2 sampling, fixed seed

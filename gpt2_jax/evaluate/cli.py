@@ -34,7 +34,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def add_parser(sub) -> argparse.ArgumentParser:
     from gpt2_jax.evaluate.registry import TASKS
 
-    p = sub.add_parser("eval", help="zero-shot evaluation (perplexity, LAMBADA) of a checkpoint")
+    p = sub.add_parser("eval", help="zero-shot evaluation of a checkpoint (the paper's section 3 tasks)")
     p.add_argument("ckpt_dir", help="a checkpoint directory (train, import-hf or export --format params)")
     p.add_argument("--task", required=True, help=f"comma-separated task names: {', '.join(TASKS)}")
     p.add_argument("--data", required=True,

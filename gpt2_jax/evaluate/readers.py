@@ -26,6 +26,10 @@ WHERE = {
     "ptb": "ptb.test.txt, the Penn Treebank in Mikolov's preprocessing (one sentence per line)",
     "lambada": "lambada_test.jsonl, OpenAI's LAMBADA test set (5153 lines of {\"text\": ...})",
     "cbt": "cbtest_CN_test_2500ex.txt or cbtest_NE_test_2500ex.txt from the Children's Book Test release (Hill et al. 2015)",
+    "coqa": "coqa-dev-v1.0.json, the CoQA release JSON (data[].story, questions[], answers[])",
+    "nq": "NQ-open JSONL, one {\"question\": ..., \"answer\": [...]} per line",
+    "wmt": "JSONL with one {\"en\": ..., \"fr\": ...} pair per line (e.g. newstest2014 from TFDS wmt14_translate/fr-en)",
+    "cnndm": "JSONL with one {\"article\": ..., \"highlights\": ...} per line (CNN/Daily Mail test split)",
     "char": "enwik8 or text8 (the 100,000,000-byte release files; the last 5,000,000 bytes are the test split)",
     "wsc": "WSCollection.xml, the Winograd Schema Collection (Davis; the first 273 schemas are WSC273)",
 }

@@ -11,7 +11,7 @@ import dataclasses
 import pathlib
 from typing import Callable
 
-from gpt2_jax.evaluate import cbt, lambada, language_modeling, winograd
+from gpt2_jax.evaluate import cbt, lambada, language_modeling, reading_qa, summarization, translation, winograd
 from gpt2_jax.evaluate.errors import EvalError
 from gpt2_jax.evaluate.readers import WHERE
 
@@ -39,6 +39,11 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("cbt-cn", cbt.run, WHERE["cbt"], ("cbt/cbtest_CN_test_2500ex.txt", "cbtest_CN_test_2500ex.txt")),
     Task("cbt-ne", cbt.run, WHERE["cbt"], ("cbt/cbtest_NE_test_2500ex.txt", "cbtest_NE_test_2500ex.txt")),
     Task("wsc273", winograd.run, WHERE["wsc"], ("wsc/WSCollection.xml", "WSCollection.xml")),
+    Task("coqa", reading_qa.run_coqa, WHERE["coqa"], ("coqa/coqa-dev-v1.0.json", "coqa-dev-v1.0.json")),
+    Task("nq", reading_qa.run_nq, WHERE["nq"], ("nq/nq-open-test.jsonl", "nq-open-test.jsonl")),
+    Task("wmt14-en-fr", translation.runner("en"), WHERE["wmt"], ("wmt14/newstest2014.en-fr.jsonl",)),
+    Task("wmt14-fr-en", translation.runner("fr"), WHERE["wmt"], ("wmt14/newstest2014.en-fr.jsonl",)),
+    Task("cnndm", summarization.run, WHERE["cnndm"], ("cnndm/test.jsonl",)),
 ]}
 
 

@@ -11,7 +11,8 @@ import os
 import pathlib
 
 # the headline metrics of each kind of result, in column order
-HEADLINE = ("word_perplexity", "bits_per_byte", "byte_perplexity", "acc", "perplexity")
+HEADLINE = ("word_perplexity", "bits_per_byte", "byte_perplexity", "acc", "perplexity", "f1", "exact_match", "bleu",
+            "rouge1", "rouge2", "rougeL")
 COUNTS = ("documents", "tokens", "words", "bytes")
 
 
