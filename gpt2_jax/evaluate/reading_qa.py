@@ -22,7 +22,7 @@ import json
 from gpt2_jax.evaluate.context import EvalContext
 from gpt2_jax.evaluate.errors import EvalError
 from gpt2_jax.evaluate.generation import complete, f1, normalize_answer
-from gpt2_jax.evaluate.readers import WHERE, existing_path, jsonl_field, numbered_lines
+from gpt2_jax.evaluate.readers import WHERE, existing_path, numbered_lines
 
 NQ_EXAMPLES = 5
 MAX_ANSWER_TOKENS = 24
