@@ -604,3 +604,38 @@ def test_summarization_runs(eval_model, tmp_path, capsys):
     path = _write(tmp_path / "cnndm.jsonl", json.dumps({"article": STORY, "highlights": "Mara keeps bees. Ilan sells honey."}) + "\n")
     first = _eval_acc(capsys, eval_model[0], "cnndm", path)
     assert set(first) >= {"rouge1", "rouge2", "rougeL"} and all(0 <= first[k] <= 1 for k in ("rouge1", "rouge2", "rougeL"))
+
+
+@pytest.mark.slow
+def test_lambada_stopword_filter_matches_hugging_face_logits(eval_model, capsys):
+    """The paper protocol's filtered accuracy equals the same rule applied to HF's logits."""
+    import torch
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+    from transformers import GPT2LMHeadModel
+
+    from gpt2_jax.evaluate.lambada import split_passage
+    from gpt2_jax.tokenizer import load_tokenizer
+
+    tok = load_tokenizer("gpt2")
+    model = GPT2LMHeadModel.from_pretrained(eval_model[1]).eval()
+    expected = plain = 0
+    for line in open(DATA / "lambada_test.first20.jsonl", encoding="utf-8"):
+        context, target = split_passage(json.loads(line)["text"])
+        ctx_ids = tok.encode(context)
+        tgt_ids = tok.encode(context + target)[len(ctx_ids):]
+        seq = (ctx_ids + tgt_ids)[-(N_CTX + 1):]
+        with torch.no_grad():
+            logits = model(torch.tensor([seq[:-1]])).logits[0].numpy()
+        first = len(seq) - 1 - len(tgt_ids)
+        order = np.argsort(-logits[first], kind="stable")[:32]
+        choice = next((int(t) for t in order if tok.decode([int(t)]).strip().lower() not in ENGLISH_STOP_WORDS), None)
+        rest = all(int(logits[first + i].argmax()) == tgt_ids[i] for i in range(1, len(tgt_ids)))
+        expected += choice == tgt_ids[0] and rest
+        plain += int(logits[first].argmax()) == tgt_ids[0] and rest
+    status, out, err = _cli(["eval", eval_model[0], "--task", "lambada", "--data", DATA / "lambada_test.first20.jsonl",
+                             "--json", "--no-progress"], capsys)
+    assert status == 0, err
+    result = json.loads(out.strip().splitlines()[-1])["lambada"]
+    assert result["correct_stopword_filter"] == expected
+    assert result["correct"] == plain
+    assert expected != plain  # on this model the filter changes the answer (HF: 1 vs 2 when written)
