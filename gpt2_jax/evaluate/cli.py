@@ -22,7 +22,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = pathlib.Path(args.ckpt_dir).resolve().name
     print(report.markdown(model, run["results"], args.protocol), end="")
     for task, timing in run["meta"]["timing"].items():
-        print(f"- {task}: {timing['tokens_per_sec']:,.0f} tokens/s ({timing['seconds']:.1f} s)")
+        rate = f"{timing['tokens_per_sec']:,.0f} scored tokens/s, " if timing["tokens_per_sec"] else ""
+        print(f"- {task}: {rate}{timing['seconds']:.1f} s")
     if args.out:
         paths = report.write(args.out, model, run["results"], args.protocol, run["meta"])
         print("wrote " + ", ".join(map(str, paths)))
