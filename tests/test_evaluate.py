@@ -313,6 +313,16 @@ def test_ptb_detokenizer_round_trips():
     assert " 's" not in natural
 
 
+def test_lm1b_detokenizer_round_trips():
+    from gpt2_jax.evaluate.detokenize import detokenize, retokenize
+
+    text = "\n".join(f" {line} " for line in (DATA / "lm1b_style.txt").read_text(encoding="utf-8").splitlines()) + "\n"
+    natural = detokenize(text, "lm1b")
+    assert retokenize(natural, "lm1b") == text
+    assert "The committee's report, released on Tuesday, didn't name the companies." in natural
+    assert "(in a statement)." in natural
+
+
 def test_wikitext_detokenizer_round_trips_except_in_token_periods():
     from gpt2_jax.evaluate.detokenize import detokenize, detokenize_line, retokenize, retokenize_line
 
@@ -347,14 +357,16 @@ def test_unit_conversions_in_results(our_results):
 
 @pytest.mark.slow
 def test_paper_protocol_runs_with_half_window_stride(eval_model, capsys):
-    status, out, err = _cli(["eval", eval_model[0], "--task", "wikitext2,ptb,text8", "--data",
+    status, out, err = _cli(["eval", eval_model[0], "--task", "wikitext2,ptb,text8,lm1b", "--data",
                              f"{DATA / 'wiki.test.first2articles.tokens'},{DATA / 'ptb.test.first200.txt'},"
-                             f"{DATA / 'tinyshakespeare_head.txt'}", "--json", "--no-progress", "--limit", "1"], capsys)
+                             f"{DATA / 'tinyshakespeare_head.txt'},{DATA / 'lm1b_style.txt'}", "--json", "--no-progress",
+                             "--limit", "1"], capsys)
     assert status == 0, err
     res = json.loads(out.strip().splitlines()[-1])
     assert res["wikitext2"]["stride"] == res["ptb"]["stride"] == N_CTX // 2
     assert res["ptb"]["words"] == sum(len(l.split()) + 1 for l in (DATA / "ptb.test.first200.txt").read_text().splitlines())
     assert res["wikitext2"]["documents"] == 1
+    assert res["lm1b"]["words"] == sum(len(l.split()) + 1 for l in (DATA / "lm1b_style.txt").read_text().splitlines())
     assert res["text8"]["bytes"] == 12000 and res["text8"]["documents"] == 1  # not a 100M file: all of it is the test split
 
 

@@ -1,4 +1,4 @@
-"""Perplexity tasks: `text` (any corpus), WikiText-2/-103, PTB, enwik8 and text8, both protocols.
+"""Perplexity tasks: `text`, WikiText-2/-103, PTB, One Billion Word, enwik8, text8; both protocols.
 
 Each document is scored with rolling windows (`windows.rolling_spans`): every token once, the first
 after <|endoftext|>. The log-likelihoods of a document's windows are summed, and the totals turn
@@ -69,14 +69,23 @@ def wikitext_docs(ctx: EvalContext, path: str) -> Iterator[Document]:
             yield Document(text, dataset_words(page), len(text.encode("utf-8")))
 
 
-def ptb_docs(ctx: EvalContext, path: str) -> Iterator[Document]:
-    lines = readers.ptb_lines(path)
+def _sentence_file_docs(ctx: EvalContext, path: str, dataset: str) -> Iterator[Document]:
+    """PTB / One Billion Word: one sentence per line, the whole file one document."""
+    lines = readers.sentence_lines(path, dataset)
     if ctx.protocol == "lm-eval":
         raw = open(path, encoding="utf-8").read()
         yield Document(raw, lm_eval_words(raw), len(raw.encode("utf-8")))
     else:
-        text = "\n".join(detokenize(f" {line} ", "ptb") for line in lines)
+        text = "\n".join(detokenize(f" {line} ", dataset) for line in lines)
         yield Document(text, sum(len(line.split()) + 1 for line in lines), len(text.encode("utf-8")))
+
+
+def ptb_docs(ctx: EvalContext, path: str) -> Iterator[Document]:
+    return _sentence_file_docs(ctx, path, "ptb")
+
+
+def lm1b_docs(ctx: EvalContext, path: str) -> Iterator[Document]:
+    return _sentence_file_docs(ctx, path, "lm1b")
 
 
 SPLIT_100M = 100_000_000  # enwik8 and text8: 90M train, 5M valid, 5M test (Mahoney's standard split)

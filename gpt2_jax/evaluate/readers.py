@@ -24,6 +24,7 @@ WHERE = {
     "text": "any UTF-8 text file (one document), a folder of .txt files, or JSONL with one {\"text\": ...} per line",
     "wikitext": "wiki.test.tokens or wiki.test.raw from the WikiText-2/-103 release (Merity et al. 2016, Salesforce)",
     "ptb": "ptb.test.txt, the Penn Treebank in Mikolov's preprocessing (one sentence per line)",
+    "lm1b": "news.en.heldout-00000-of-00050, One Billion Word's test shard (one tokenized sentence per line)",
     "lambada": "lambada_test.jsonl, OpenAI's LAMBADA test set (5153 lines of {\"text\": ...})",
     "cbt": "cbtest_CN_test_2500ex.txt or cbtest_NE_test_2500ex.txt from the Children's Book Test release (Hill et al. 2015)",
     "coqa": "coqa-dev-v1.0.json, the CoQA release JSON (data[].story, questions[], answers[])",
@@ -113,13 +114,13 @@ def wikitext_articles(path: str | pathlib.Path) -> Iterator[str]:
         yield "".join(article)
 
 
-def ptb_lines(path: str | pathlib.Path) -> list[str]:
-    """The sentences of a PTB file, without their leading space and newline."""
-    path = existing_path(path, "ptb")
-    lines = [line.strip() for _, line in numbered_lines(path, "ptb")]
+def sentence_lines(path: str | pathlib.Path, kind: str) -> list[str]:
+    """The sentences of a one-sentence-per-line file (PTB, One Billion Word), stripped."""
+    path = existing_path(path, kind)
+    lines = [line.strip() for _, line in numbered_lines(path, kind)]
     lines = [line for line in lines if line]
     if not lines:
-        raise EvalError(f"data file {str(path)!r} is empty; expected {WHERE['ptb']}")
+        raise EvalError(f"data file {str(path)!r} is empty; expected {WHERE[kind]}")
     return lines
 
 

@@ -32,6 +32,8 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          ("wikitext103/wiki.test.tokens", "wikitext-103/wiki.test.tokens", "wiki.test.tokens")),
     Task("ptb", language_modeling.rolling_task(language_modeling.ptb_docs), WHERE["ptb"],
          ("ptb/ptb.test.txt", "ptb.test.txt")),
+    Task("lm1b", language_modeling.rolling_task(language_modeling.lm1b_docs), WHERE["lm1b"],
+         ("lm1b/news.en.heldout-00000-of-00050", "news.en.heldout-00000-of-00050")),
     Task("enwik8", language_modeling.rolling_task(language_modeling.char_level_docs), WHERE["char"],
          ("enwik8/enwik8", "enwik8")),
     Task("text8", language_modeling.rolling_task(language_modeling.char_level_docs), WHERE["char"], ("text8/text8", "text8")),
