@@ -313,6 +313,16 @@ def test_ptb_detokenizer_round_trips():
     assert " 's" not in natural
 
 
+def test_lm1b_detokenizer_round_trips():
+    from gpt2_jax.evaluate.detokenize import detokenize, retokenize
+
+    text = "\n".join(f" {line} " for line in (DATA / "lm1b_style.txt").read_text(encoding="utf-8").splitlines()) + "\n"
+    natural = detokenize(text, "lm1b")
+    assert retokenize(natural, "lm1b") == text
+    assert "The committee's report, released on Tuesday, didn't name the companies." in natural
+    assert "(in a statement)." in natural
+
+
 def test_wikitext_detokenizer_round_trips_except_in_token_periods():
     from gpt2_jax.evaluate.detokenize import detokenize, detokenize_line, retokenize, retokenize_line
 
@@ -347,14 +357,17 @@ def test_unit_conversions_in_results(our_results):
 
 @pytest.mark.slow
 def test_paper_protocol_runs_with_half_window_stride(eval_model, capsys):
-    status, out, err = _cli(["eval", eval_model[0], "--task", "wikitext2,ptb", "--data",
-                             f"{DATA / 'wiki.test.first2articles.tokens'},{DATA / 'ptb.test.first200.txt'}",
-                             "--json", "--no-progress", "--limit", "1"], capsys)
+    status, out, err = _cli(["eval", eval_model[0], "--task", "wikitext2,ptb,text8,lm1b", "--data",
+                             f"{DATA / 'wiki.test.first2articles.tokens'},{DATA / 'ptb.test.first200.txt'},"
+                             f"{DATA / 'tinyshakespeare_head.txt'},{DATA / 'lm1b_style.txt'}", "--json", "--no-progress",
+                             "--limit", "1"], capsys)
     assert status == 0, err
     res = json.loads(out.strip().splitlines()[-1])
     assert res["wikitext2"]["stride"] == res["ptb"]["stride"] == N_CTX // 2
     assert res["ptb"]["words"] == sum(len(l.split()) + 1 for l in (DATA / "ptb.test.first200.txt").read_text().splitlines())
     assert res["wikitext2"]["documents"] == 1
+    assert res["lm1b"]["words"] == sum(len(l.split()) + 1 for l in (DATA / "lm1b_style.txt").read_text().splitlines())
+    assert res["text8"]["bytes"] == 12000 and res["text8"]["documents"] == 1  # not a 100M file: all of it is the test split
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,3 +412,242 @@ def test_vocabulary_mismatch(hf_tiny, tmp_path, capsys):
     _assert_user_error(capsys, ["eval", tmp_path / "ckpt", "--task", "text", "--data", data], "--vocab")
     _assert_user_error(capsys, ["eval", tmp_path / "ckpt", "--task", "text", "--data", data, "--vocab", "gpt2"],
                        "50257", "n_vocab=300")
+
+
+# ----------------------------------------------------------------------------------------------
+# CBT and Winograd: answers that lm-eval's own scoring of the same pairs prefers score 100%
+
+
+@pytest.fixture(scope="session")
+def hflm(eval_model):
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=str(eval_model[1]), dtype="float32", device="cpu", batch_size=4)
+
+
+def _lm_eval_loglik(hflm, pairs) -> list[float]:
+    from lm_eval.api.instance import Instance
+
+    reqs = [Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i) for i, pair in enumerate(pairs)]
+    return [ll for ll, _ in hflm.loglikelihood(reqs, disable_tqdm=True)]
+
+
+def _eval_acc(capsys, ckpt, task, path) -> dict:
+    status, out, err = _cli(["eval", ckpt, "--task", task, "--data", path, "--json", "--no-progress"], capsys)
+    assert status == 0, err
+    return json.loads(out.strip().splitlines()[-1])[task]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,name", [("cbt-cn", "cbtest_CN_test_2500ex.first1.txt"), ("cbt-ne", "cbtest_NE_test_2500ex.first1.txt")])
+def test_cbt_scores_preferred_answer_100_and_least_preferred_0(task, name, eval_model, hflm, tmp_path, capsys):
+    from gpt2_jax.evaluate import cbt
+
+    source = (DATA / name).read_text(encoding="utf-8")
+    [(context, question, answer, candidates)] = list(cbt.examples(DATA / name))
+    lls = _lm_eval_loglik(hflm, cbt.pairs(context, question, candidates))
+    best, worst = candidates[int(np.argmax(lls))], candidates[int(np.argmin(lls))]
+    for label, expected in ((best, 1.0), (worst, 0.0)):
+        fixture = _write(tmp_path / f"{label}.txt", source.replace(f"\t{answer}\t\t", f"\t{label}\t\t"))
+        assert _eval_acc(capsys, eval_model[0], task, fixture)["acc"] == expected
+
+
+@pytest.mark.slow
+def test_wsc_partial_scoring_scores_preferred_answers_100_and_others_0(eval_model, hflm, tmp_path, capsys):
+    from gpt2_jax.evaluate import winograd
+
+    path = DATA / "WSCollection.first8.xml"
+    source = path.read_text(encoding="iso-8859-1")
+    schemas = list(winograd.schemas(path))
+    assert len(schemas) == 8 and [s[4] for s in schemas] == [0, 1] * 4  # the collection's labels
+    preferred = []
+    for before, pronoun, after, candidates, _ in schemas:
+        lls = _lm_eval_loglik(hflm, winograd.pairs(before, pronoun, after, candidates))
+        assert lls[0] != lls[1]
+        preferred.append(int(lls[1] > lls[0]))
+    for labels, expected in ((preferred, 1.0), ([1 - p for p in preferred], 0.0)):
+        it = iter(labels)
+        text = re.sub(r"<correctAnswer>.*?</correctAnswer>", lambda m: f"<correctAnswer> {'AB'[next(it)]} </correctAnswer>",
+                      source, flags=re.S)
+        fixture = tmp_path / f"wsc_{expected}.xml"
+        fixture.write_text(text, encoding="iso-8859-1")
+        result = _eval_acc(capsys, eval_model[0], "wsc273", fixture)
+        assert result["acc"] == expected and result["documents"] == 8
+
+
+def test_wsc_substitution():
+    from gpt2_jax.evaluate.winograd import pairs
+
+    got = pairs("The trophy doesn't fit into the brown suitcase because", "it", "is too large.", ["The trophy", "the brown suitcase"])
+    assert got == [("The trophy doesn't fit into the brown suitcase because the trophy", " is too large."),
+                   ("The trophy doesn't fit into the brown suitcase because the brown suitcase", " is too large.")]
+    assert pairs("Tom hit Bill with", "his", "bat.", ["Tom", "Bill"])[0] == ("Tom hit Bill with Tom's", " bat.")
+    assert pairs("The dog chased the cat. ", "It", "ran.", ["The dog", "The cat"])[0][0].endswith(". The dog")
+
+
+# ----------------------------------------------------------------------------------------------
+# --overlap: examples whose 8-grams are in the training shards
+
+
+@pytest.mark.slow
+def test_overlap_flags_planted_passages(eval_model, tmp_path, capsys):
+    from gpt2_jax.data.clean import Recipe
+    from gpt2_jax.data.ngrams import text_ngrams
+    from gpt2_jax.data.prepare import prepare
+    from gpt2_jax.data.shards import read_shard
+    from gpt2_jax.tokenizer import load_tokenizer
+
+    passages = [json.loads(line)["text"] for line in open(DATA / "lambada_test.first20.jsonl", encoding="utf-8")]
+    shakespeare = (DATA / "tinyshakespeare_head.txt").read_text(encoding="utf-8")
+    docs = [p.read_text(encoding="utf-8") for p in sorted((DATA / "owt_four_docs").glob("*.txt"))]
+    docs += [shakespeare[i * 2000:(i + 1) * 2000] + "\n\n" + passages[i] for i in range(3)]  # plant passages 0-2
+    (tmp_path / "docs").mkdir()
+    for i, d in enumerate(docs):
+        (tmp_path / "docs" / f"{i:02d}.txt").write_text(d, encoding="utf-8")
+    manifest = prepare([tmp_path / "docs"], tmp_path / "shards", "gpt2", recipe=Recipe(min_words=0, val_fraction=0.3), workers=1)
+    # the exact answer, from the train split's text (no Bloom filter)
+    tok = load_tokenizer("gpt2")
+    train_tokens = np.concatenate([read_shard(tmp_path / "shards" / n) for n in manifest["splits"]["train"]["shards"]])
+    cuts = np.r_[-1, np.flatnonzero(train_tokens == tok.eot_id), train_tokens.size]
+    train_grams = set()
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        train_grams.update(text_ngrams(tok.decode(train_tokens[a + 1:b].tolist()), 8).tolist())
+    per_passage = [text_ngrams(p, 8).tolist() for p in passages]
+    expected_flags = [any(g in train_grams for g in grams) for grams in per_passage]
+    assert sum(expected_flags[:3]) >= 1  # at least one planted document landed in the train split
+
+    status, out, err = _cli(["eval", eval_model[0], "--task", "lambada", "--data", DATA / "lambada_test.first20.jsonl",
+                             "--overlap", tmp_path / "shards", "--json", "--no-progress"], capsys)
+    assert status == 0, err
+    o = json.loads(out.strip().splitlines()[-1])["lambada"]["overlap"]
+    assert o["ngrams"] == sum(len(g) for g in per_passage)
+    assert o["found"] == sum(g in train_grams for grams in per_passage for g in grams)
+    assert o["overlapping"]["documents"] == sum(expected_flags)
+    assert o["clean"]["documents"] == 20 - sum(expected_flags)
+    assert "overlap with" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# generative tasks: references = Hugging Face's own greedy generation from the same prompt ids
+
+STORY = ("Mara kept bees on the roof of the old library. Every spring she moved the hives to the orchard "
+         "by the river, where the apple trees flowered first. Her brother Ilan sold the honey at the "
+         "Saturday market in town.")
+
+
+@pytest.fixture(scope="session")
+def hf_greedy(eval_model):
+    """hf_greedy(prompt, max_new) -> Hugging Face's greedy continuation, cut at the first newline,
+    of the prompt ids our generation feeds (same left truncation)."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from gpt2_jax.evaluate.generation import prompt_ids
+    from gpt2_jax.tokenizer import load_tokenizer
+
+    model = GPT2LMHeadModel.from_pretrained(eval_model[1]).eval()
+    tok = load_tokenizer("gpt2")
+
+    class Ctx:  # what prompt_ids needs of an EvalContext
+        n_ctx = N_CTX
+        encode = staticmethod(tok.encode)
+
+    def run(prompt: str, max_new: int) -> str:
+        ids = prompt_ids(Ctx, prompt, max_new)
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=max_new, do_sample=False, pad_token_id=50256,
+                                 attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+        return tok.decode(out[0, len(ids):].tolist()).split("\n", 1)[0]
+
+    return run
+
+
+@pytest.mark.slow
+def test_coqa_and_nq_score_hf_greedy_answers_100_and_wrong_ones_0(eval_model, hf_greedy, tmp_path, capsys):
+    from gpt2_jax.evaluate.reading_qa import MAX_ANSWER_TOKENS, NQ_EXAMPLES
+
+    questions = ["Where did Mara keep bees?", "Who sold the honey?"]
+    answers = []
+    for q in questions:  # each turn's prompt holds the previous turns' (reference) answers
+        history = "".join(f"Q: {pq}\nA: {pa}\n" for pq, pa in zip(questions, answers))
+        answers.append(hf_greedy(f"{STORY}\n\n{history}Q: {q}\nA:", MAX_ANSWER_TOKENS))
+    assert any(a.strip() for a in answers), "HF generated only empty answers; the check would be vacuous"
+    coqa = lambda refs: {"data": [{"story": STORY, "questions": [{"input_text": q} for q in questions],
+                                   "answers": [{"input_text": a} for a in refs]}]}
+    right = _write(tmp_path / "coqa.json", json.dumps(coqa(answers)))
+    assert _eval_acc(capsys, eval_model[0], "coqa", right)["f1"] == 1.0
+    # wrong references: the prompts change too (history), so only check the score is 0
+    wrong = _write(tmp_path / "coqa_wrong.json", json.dumps(coqa(["zzyzx qwv", "xqj vvz"])))
+    assert _eval_acc(capsys, eval_model[0], "coqa", wrong)["f1"] == 0.0
+
+    shots = [("What colour is the sky?", "blue"), ("How many legs has a spider?", "eight"), ("Capital of France?", "Paris"),
+             ("Largest ocean?", "Pacific"), ("Author of Hamlet?", "Shakespeare")]
+    asked = ["Where do bees live?", "What do bees make?"]
+    prefix = "".join(f"Q: {q}\nA: {a}\n\n" for q, a in shots[:NQ_EXAMPLES])
+    refs = [hf_greedy(f"{prefix}Q: {q}\nA:", MAX_ANSWER_TOKENS) for q in asked]
+    nq = lambda answers_: "".join(json.dumps({"question": q, "answer": [a]}) + "\n" for q, a in shots + list(zip(asked, answers_)))
+    result = _eval_acc(capsys, eval_model[0], "nq", _write(tmp_path / "nq.jsonl", nq(refs)))
+    assert result["exact_match"] == 1.0 and result["documents"] == 2
+    assert _eval_acc(capsys, eval_model[0], "nq", _write(tmp_path / "nq_wrong.jsonl", nq(["zzyzx", "qwv"])))["exact_match"] == 0.0
+
+
+@pytest.mark.slow
+def test_translation_bleu_100_on_hf_greedy_references_and_0_on_wrong(eval_model, hf_greedy, tmp_path, capsys):
+    from gpt2_jax.evaluate.translation import MAX_TRANSLATION_TOKENS
+
+    shots = [("The house is red.", "La maison est rouge."), ("I like apples.", "J'aime les pommes."),
+             ("Where is the station?", "Où est la gare ?")]
+    sources = ["The cat sleeps.", "We read books."]
+    prefix = "".join(f"{en} = {fr}\n" for en, fr in shots)
+    refs = [hf_greedy(f"{prefix}{en} =", MAX_TRANSLATION_TOKENS).strip() for en in sources]
+    assert all(refs), refs
+    data = lambda frs: "".join(json.dumps({"en": en, "fr": fr}) + "\n" for en, fr in shots + list(zip(sources, frs)))
+    assert _eval_acc(capsys, eval_model[0], "wmt14-en-fr", _write(tmp_path / "w.jsonl", data(refs)))["bleu"] == pytest.approx(100.0)
+    assert _eval_acc(capsys, eval_model[0], "wmt14-en-fr", _write(tmp_path / "x.jsonl", data(["zzyzx qwv", "xqj"])))["bleu"] == 0.0
+
+
+@pytest.mark.slow
+def test_summarization_runs(eval_model, tmp_path, capsys):
+    from gpt2_jax.evaluate.summarization import first_sentences
+
+    assert first_sentences("One. Two! Three? Four.") == "One. Two! Three?"
+    path = _write(tmp_path / "cnndm.jsonl", json.dumps({"article": STORY, "highlights": "Mara keeps bees. Ilan sells honey."}) + "\n")
+    first = _eval_acc(capsys, eval_model[0], "cnndm", path)
+    assert set(first) >= {"rouge1", "rouge2", "rougeL"} and all(0 <= first[k] <= 1 for k in ("rouge1", "rouge2", "rougeL"))
+
+
+@pytest.mark.slow
+def test_lambada_stopword_filter_matches_hugging_face_logits(eval_model, capsys):
+    """The paper protocol's filtered accuracy equals the same rule applied to HF's logits."""
+    import torch
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+    from transformers import GPT2LMHeadModel
+
+    from gpt2_jax.evaluate.lambada import split_passage
+    from gpt2_jax.tokenizer import load_tokenizer
+
+    tok = load_tokenizer("gpt2")
+    model = GPT2LMHeadModel.from_pretrained(eval_model[1]).eval()
+    expected = plain = 0
+    for line in open(DATA / "lambada_test.first20.jsonl", encoding="utf-8"):
+        context, target = split_passage(json.loads(line)["text"])
+        ctx_ids = tok.encode(context)
+        tgt_ids = tok.encode(context + target)[len(ctx_ids):]
+        seq = (ctx_ids + tgt_ids)[-(N_CTX + 1):]
+        with torch.no_grad():
+            logits = model(torch.tensor([seq[:-1]])).logits[0].numpy()
+        first = len(seq) - 1 - len(tgt_ids)
+        order = np.argsort(-logits[first], kind="stable")[:32]
+        choice = next((int(t) for t in order if tok.decode([int(t)]).strip().lower() not in ENGLISH_STOP_WORDS), None)
+        rest = all(int(logits[first + i].argmax()) == tgt_ids[i] for i in range(1, len(tgt_ids)))
+        expected += choice == tgt_ids[0] and rest
+        plain += int(logits[first].argmax()) == tgt_ids[0] and rest
+    status, out, err = _cli(["eval", eval_model[0], "--task", "lambada", "--data", DATA / "lambada_test.first20.jsonl",
+                             "--json", "--no-progress"], capsys)
+    assert status == 0, err
+    result = json.loads(out.strip().splitlines()[-1])["lambada"]
+    assert result["correct_stopword_filter"] == expected
+    assert result["correct"] == plain
+    assert expected != plain  # on this model the filter changes the answer (HF: 1 vs 2 when written)

@@ -17,11 +17,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from gpt2_jax.evaluate.runner import evaluate
 
     run = evaluate(args.ckpt_dir, args.task, args.data, protocol=args.protocol, stride=args.stride,
-                   batch_size=args.batch_size, limit=args.limit, vocab=args.vocab, progress=not args.no_progress)
+                   batch_size=args.batch_size, limit=args.limit, vocab=args.vocab, progress=not args.no_progress,
+                   overlap=args.overlap)
     model = pathlib.Path(args.ckpt_dir).resolve().name
     print(report.markdown(model, run["results"], args.protocol), end="")
     for task, timing in run["meta"]["timing"].items():
-        print(f"- {task}: {timing['tokens_per_sec']:,.0f} tokens/s ({timing['seconds']:.1f} s)")
+        rate = f"{timing['tokens_per_sec']:,.0f} scored tokens/s, " if timing["tokens_per_sec"] else ""
+        print(f"- {task}: {rate}{timing['seconds']:.1f} s")
     if args.out:
         paths = report.write(args.out, model, run["results"], args.protocol, run["meta"])
         print("wrote " + ", ".join(map(str, paths)))
@@ -33,7 +35,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def add_parser(sub) -> argparse.ArgumentParser:
     from gpt2_jax.evaluate.registry import TASKS
 
-    p = sub.add_parser("eval", help="zero-shot evaluation (perplexity, LAMBADA) of a checkpoint")
+    p = sub.add_parser("eval", help="zero-shot evaluation of a checkpoint (the paper's section 3 tasks)")
     p.add_argument("ckpt_dir", help="a checkpoint directory (train, import-hf or export --format params)")
     p.add_argument("--task", required=True, help=f"comma-separated task names: {', '.join(TASKS)}")
     p.add_argument("--data", required=True,
@@ -47,6 +49,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for eval.json and eval.md")
     p.add_argument("--json", action="store_true", help="last stdout line: the results as one JSON object")
     p.add_argument("--vocab", default=None, help="vocabulary (default: the checkpoint's)")
+    p.add_argument("--overlap", default=None, metavar="SHARDS_DIR",
+                   help="report each task's 8-gram overlap with this shard directory's train split, and its "
+                        "metrics on overlapping vs clean examples (paper section 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
     return p

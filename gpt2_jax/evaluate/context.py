@@ -9,6 +9,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the scorer imports JAX; the registry (and `gpt2-jax --help`) must not
+    from gpt2_jax.evaluate.contamination import Overlap
     from gpt2_jax.evaluate.scorer import Scorer
     from gpt2_jax.tokenizer import Tokenizer
 
@@ -22,6 +23,7 @@ class EvalContext:
     protocol: str  # "paper" or "lm-eval"
     stride: int  # rolling-window stride in tokens (lm-eval: always n_ctx)
     limit: int | None  # at most this many documents/examples per task (None = all)
+    overlap: "Overlap | None" = None  # --overlap: flags examples whose 8-grams are in the training data
 
     @property
     def n_ctx(self) -> int:

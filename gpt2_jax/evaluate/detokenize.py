@@ -47,8 +47,10 @@ _RULES_WIKITEXT = [
      r"^(=+) (.*) (=+)$", lambda m: " ".join(m[1]) + " " + m[2] + " " + " ".join(m[3])),
 ]
 _RULES_PTB = list(_RULES_COMMON)
+# One Billion Word: punctuation and clitics split off like WikiText's, no @-@ separators, no headings.
+_RULES_LM1B = _RULES_WIKITEXT[1:3] + _RULES_COMMON
 
-RULES = {"wikitext": _RULES_WIKITEXT, "ptb": _RULES_PTB}
+RULES = {"wikitext": _RULES_WIKITEXT, "ptb": _RULES_PTB, "lm1b": _RULES_LM1B}
 
 
 def _strip_line(line: str) -> str:
@@ -73,7 +75,7 @@ def retokenize_line(line: str, dataset: str) -> str:
 
 
 def detokenize(text: str, dataset: str) -> str:
-    """The paper protocol's detokenizer for `dataset` ('wikitext' or 'ptb'), line by line."""
+    """The paper protocol's detokenizer for `dataset` ('wikitext', 'ptb' or 'lm1b'), line by line."""
     return "\n".join(detokenize_line(line, dataset) for line in text.split("\n"))
 
 

@@ -24,13 +24,21 @@ WHERE = {
     "text": "any UTF-8 text file (one document), a folder of .txt files, or JSONL with one {\"text\": ...} per line",
     "wikitext": "wiki.test.tokens or wiki.test.raw from the WikiText-2/-103 release (Merity et al. 2016, Salesforce)",
     "ptb": "ptb.test.txt, the Penn Treebank in Mikolov's preprocessing (one sentence per line)",
+    "lm1b": "news.en.heldout-00000-of-00050, One Billion Word's test shard (one tokenized sentence per line)",
     "lambada": "lambada_test.jsonl, OpenAI's LAMBADA test set (5153 lines of {\"text\": ...})",
+    "cbt": "cbtest_CN_test_2500ex.txt or cbtest_NE_test_2500ex.txt from the Children's Book Test release (Hill et al. 2015)",
+    "coqa": "coqa-dev-v1.0.json, the CoQA release JSON (data[].story, questions[], answers[])",
+    "nq": "NQ-open JSONL, one {\"question\": ..., \"answer\": [...]} per line",
+    "wmt": "JSONL with one {\"en\": ..., \"fr\": ...} pair per line (e.g. newstest2014 from TFDS wmt14_translate/fr-en)",
+    "cnndm": "JSONL with one {\"article\": ..., \"highlights\": ...} per line (CNN/Daily Mail test split)",
+    "char": "enwik8 or text8 (the 100,000,000-byte release files; the last 5,000,000 bytes are the test split)",
+    "wsc": "WSCollection.xml, the Winograd Schema Collection (Davis; the first 273 schemas are WSC273)",
 }
 
 _LEVEL1_HEADING = re.compile(r"^ = [^=].* = $")
 
 
-def _existing(path: str | pathlib.Path, kind: str) -> pathlib.Path:
+def existing_path(path: str | pathlib.Path, kind: str) -> pathlib.Path:
     path = pathlib.Path(path)
     if not path.exists():
         raise EvalError(f"data file {str(path)!r} does not exist; expected {WHERE[kind]}")
@@ -46,7 +54,7 @@ def _read_utf8(path: pathlib.Path, kind: str) -> str:
         raise EvalError(f"data path {str(path)!r} is a folder; expected {WHERE[kind]}") from None
 
 
-def _lines(path: pathlib.Path, kind: str) -> Iterator[tuple[int, str]]:
+def numbered_lines(path: pathlib.Path, kind: str) -> Iterator[tuple[int, str]]:
     try:
         with open(path, encoding="utf-8", newline="") as f:
             yield from enumerate(f, 1)
@@ -58,8 +66,8 @@ def _lines(path: pathlib.Path, kind: str) -> Iterator[tuple[int, str]]:
 
 def jsonl_field(path: str | pathlib.Path, field: str, kind: str) -> Iterator[str]:
     """The string `field` of each non-blank line of a JSONL file."""
-    path = _existing(path, kind)
-    for number, line in _lines(path, kind):
+    path = existing_path(path, kind)
+    for number, line in numbered_lines(path, kind):
         if not line.strip():
             continue
         try:
@@ -74,7 +82,7 @@ def jsonl_field(path: str | pathlib.Path, field: str, kind: str) -> Iterator[str
 def text_documents(path: str | pathlib.Path, field: str = "text") -> Iterator[str]:
     """`text`: a .jsonl file (one document per line, from `field`), a folder (each .txt file, in
     name order, is one document) or any other file (the whole file is one document)."""
-    path = _existing(path, "text")
+    path = existing_path(path, "text")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.txt") if p.is_file())
         if not files:
@@ -90,10 +98,10 @@ def text_documents(path: str | pathlib.Path, field: str = "text") -> Iterator[st
 def wikitext_articles(path: str | pathlib.Path) -> Iterator[str]:
     """Articles of a WikiText file: each starts at a level-1 heading line and keeps its lines
     verbatim (newlines included) up to the next one."""
-    path = _existing(path, "wikitext")
+    path = existing_path(path, "wikitext")
     article: list[str] = []
     seen_heading = False
-    for _, line in _lines(path, "wikitext"):
+    for _, line in numbered_lines(path, "wikitext"):
         if _LEVEL1_HEADING.match(line.rstrip("\n")):
             if seen_heading and article:
                 yield "".join(article)
@@ -106,18 +114,18 @@ def wikitext_articles(path: str | pathlib.Path) -> Iterator[str]:
         yield "".join(article)
 
 
-def ptb_lines(path: str | pathlib.Path) -> list[str]:
-    """The sentences of a PTB file, without their leading space and newline."""
-    path = _existing(path, "ptb")
-    lines = [line.strip() for _, line in _lines(path, "ptb")]
+def sentence_lines(path: str | pathlib.Path, kind: str) -> list[str]:
+    """The sentences of a one-sentence-per-line file (PTB, One Billion Word), stripped."""
+    path = existing_path(path, kind)
+    lines = [line.strip() for _, line in numbered_lines(path, kind)]
     lines = [line for line in lines if line]
     if not lines:
-        raise EvalError(f"data file {str(path)!r} is empty; expected {WHERE['ptb']}")
+        raise EvalError(f"data file {str(path)!r} is empty; expected {WHERE[kind]}")
     return lines
 
 
 def lambada_passages(path: str | pathlib.Path) -> Iterator[str]:
-    path = _existing(path, "lambada")
+    path = existing_path(path, "lambada")
     for text in jsonl_field(path, "text", "lambada"):
         if " " not in text.strip():
             raise EvalError(f"{path}: passage {text[:40]!r} has no last word to predict; expected {WHERE['lambada']}")

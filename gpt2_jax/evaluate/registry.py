@@ -11,7 +11,7 @@ import dataclasses
 import pathlib
 from typing import Callable
 
-from gpt2_jax.evaluate import lambada, language_modeling
+from gpt2_jax.evaluate import cbt, lambada, language_modeling, reading_qa, summarization, translation, winograd
 from gpt2_jax.evaluate.errors import EvalError
 from gpt2_jax.evaluate.readers import WHERE
 
@@ -32,7 +32,20 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          ("wikitext103/wiki.test.tokens", "wikitext-103/wiki.test.tokens", "wiki.test.tokens")),
     Task("ptb", language_modeling.rolling_task(language_modeling.ptb_docs), WHERE["ptb"],
          ("ptb/ptb.test.txt", "ptb.test.txt")),
+    Task("lm1b", language_modeling.rolling_task(language_modeling.lm1b_docs), WHERE["lm1b"],
+         ("lm1b/news.en.heldout-00000-of-00050", "news.en.heldout-00000-of-00050")),
+    Task("enwik8", language_modeling.rolling_task(language_modeling.char_level_docs), WHERE["char"],
+         ("enwik8/enwik8", "enwik8")),
+    Task("text8", language_modeling.rolling_task(language_modeling.char_level_docs), WHERE["char"], ("text8/text8", "text8")),
     Task("lambada", lambada.run, WHERE["lambada"], ("lambada/lambada_test.jsonl", "lambada_test.jsonl")),
+    Task("cbt-cn", cbt.run, WHERE["cbt"], ("cbt/cbtest_CN_test_2500ex.txt", "cbtest_CN_test_2500ex.txt")),
+    Task("cbt-ne", cbt.run, WHERE["cbt"], ("cbt/cbtest_NE_test_2500ex.txt", "cbtest_NE_test_2500ex.txt")),
+    Task("wsc273", winograd.run, WHERE["wsc"], ("wsc/WSCollection.xml", "WSCollection.xml")),
+    Task("coqa", reading_qa.run_coqa, WHERE["coqa"], ("coqa/coqa-dev-v1.0.json", "coqa-dev-v1.0.json")),
+    Task("nq", reading_qa.run_nq, WHERE["nq"], ("nq/nq-open-test.jsonl", "nq-open-test.jsonl")),
+    Task("wmt14-en-fr", translation.runner("en"), WHERE["wmt"], ("wmt14/newstest2014.en-fr.jsonl",)),
+    Task("wmt14-fr-en", translation.runner("fr"), WHERE["wmt"], ("wmt14/newstest2014.en-fr.jsonl",)),
+    Task("cnndm", summarization.run, WHERE["cnndm"], ("cnndm/test.jsonl",)),
 ]}
 
 

@@ -11,7 +11,8 @@ import os
 import pathlib
 
 # the headline metrics of each kind of result, in column order
-HEADLINE = ("word_perplexity", "bits_per_byte", "byte_perplexity", "acc", "perplexity")
+HEADLINE = ("word_perplexity", "bits_per_byte", "byte_perplexity", "acc", "perplexity", "f1", "exact_match", "bleu",
+            "rouge1", "rouge2", "rougeL")
 COUNTS = ("documents", "tokens", "words", "bytes")
 
 
@@ -29,6 +30,15 @@ def markdown(model: str, results: dict[str, dict], protocol: str) -> str:
         counts = ", ".join(f"{k} {metrics[k]:,}" for k in COUNTS if k in metrics)
         stride = f", stride {metrics['stride']}" if "stride" in metrics else ""
         notes.append(f"- {task}: {counts}{stride}")
+        if "overlap" in metrics:
+            o = metrics["overlap"]
+            parts = []
+            for group in ("overlapping", "clean"):
+                sub = o[group]
+                shown = ", ".join(f"{m} {_fmt(sub[m])}" for m in HEADLINE if m in sub)
+                parts.append(f"{group} {sub['documents']:,} ({shown or 'none'})")
+            notes.append(f"  - overlap with {o['train']}: {100 * o['fraction']:.2f}% of {o['ngrams']:,} 8-grams in the "
+                         f"training data; " + "; ".join(parts))
     return "\n".join([f"protocol: {protocol}", "", header, rule, row, "", *notes]) + "\n"
 
 

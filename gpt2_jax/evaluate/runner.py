@@ -54,7 +54,8 @@ def load_model(ckpt_dir: str, vocab: str | None):
 
 
 def evaluate(ckpt_dir: str, task_spec: str, data: str, *, protocol: str = "paper", stride: int | None = None,
-             batch_size: int = 8, limit: int | None = None, vocab: str | None = None, progress: bool = True) -> dict:
+             batch_size: int = 8, limit: int | None = None, vocab: str | None = None, progress: bool = True,
+             overlap: str | None = None) -> dict:
     """{"results": {task: metrics}, "meta": {...}} for one checkpoint."""
     tasks = parse_tasks(task_spec)
     if protocol not in PROTOCOLS:
@@ -68,8 +69,14 @@ def evaluate(ckpt_dir: str, task_spec: str, data: str, *, protocol: str = "paper
     stride = resolve_stride(protocol, stride, cfg.model.n_ctx)
     scorer = Scorer(cfg.model, params, batch_size=batch_size, mesh_cfg=cfg.mesh, progress=progress)
     ctx = EvalContext(scorer, tokenizer, protocol, stride, limit)
+    if overlap is not None:
+        from gpt2_jax.evaluate.contamination import load
+
+        ctx.overlap = load(overlap, progress=progress)
     results, seconds = {}, {}
     for task, path in zip(tasks, paths):
+        if ctx.overlap is not None:
+            ctx.overlap.reset()
         start, tokens = time.perf_counter(), scorer.tokens
         results[task.name] = task.run(ctx, path, task.name)
         elapsed = time.perf_counter() - start

@@ -35,12 +35,17 @@ from gpt2_jax.evaluate.windows import Span
 from gpt2_jax.model import GPT
 
 
+FIRST_TOP_K = 32  # candidates kept at each span's first scored position (LAMBADA's stop-word filter)
+
+
 @dataclasses.dataclass
 class Scored:
     key: Any
     logprob: float  # sum over the scored targets, natural log
     greedy: bool  # every scored target is the argmax of its distribution
     n_scored: int
+    rest_greedy: bool = True  # every scored target after the first is the argmax
+    first_top: np.ndarray | None = None  # the FIRST_TOP_K most probable ids at the first scored position
 
 
 def length_buckets(n_ctx: int, smallest: int = 32) -> list[int]:
@@ -60,7 +65,20 @@ def _score_batch(params, inputs, targets, mask, *, config: ModelConfig, mesh, ru
     logits = logits.astype(jnp.float32)
     target_logp = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0] - jax.nn.logsumexp(logits, axis=-1)
     greedy = (jnp.argmax(logits, axis=-1) == targets) | ~mask
-    return jnp.sum(jnp.where(mask, target_logp, 0.0), axis=-1), jnp.all(greedy, axis=-1)
+    first = jnp.argmax(mask, axis=-1)  # each row's first scored position
+    is_first = jnp.arange(mask.shape[1])[None, :] == first[:, None]
+    first_logits = jnp.take_along_axis(logits, first[:, None, None], axis=1)[:, 0]
+    first_top = jax.lax.top_k(first_logits, FIRST_TOP_K)[1]
+    return (jnp.sum(jnp.where(mask, target_logp, 0.0), axis=-1), jnp.all(greedy, axis=-1),
+            jnp.all(greedy | is_first, axis=-1), first_top)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_score(config: ModelConfig, mesh, rules: str):
+    """One jitted scoring function per (model, mesh, rules), shared by every Scorer in a process, so
+    a second evaluation of the same model compiles nothing. Inputs arrive already placed (params
+    with their shardings, batches split over the batch axes) and jit follows those placements."""
+    return jax.jit(functools.partial(_score_batch, config=config, mesh=mesh, rules=rules))
 
 
 def eval_mesh(mesh_cfg: MeshConfig | None, devices: list | None = None) -> tuple[jax.sharding.Mesh, str]:
@@ -112,10 +130,8 @@ class Scorer:
         self.buckets = length_buckets(config.n_ctx)
         self.progress = progress
         self.tokens = 0  # scored tokens so far (all calls)
-        batch_sharding = sharding.batch_sharding(self.mesh)
-        self._batch_sharding = batch_sharding
-        self._fn = jax.jit(functools.partial(_score_batch, config=config, mesh=self.mesh, rules=self.rules),
-                           in_shardings=(shardings, batch_sharding, batch_sharding, batch_sharding))
+        self._batch_sharding = sharding.batch_sharding(self.mesh)
+        self._fn = _jitted_score(config, self.mesh, self.rules)
 
     def _bucket(self, n: int) -> int:
         for size in self.buckets:
@@ -137,14 +153,15 @@ class Scorer:
         return spans, self._fn(self.params, put(inputs), put(targets), put(mask))
 
     def _collect(self, launched, bar) -> Iterator[Scored]:
-        spans, (logprob, greedy) = launched
-        logprob, greedy = np.asarray(logprob), np.asarray(greedy)
+        spans, (logprob, greedy, rest_greedy, first_top) = launched
+        logprob, greedy, rest_greedy, first_top = map(np.asarray, (logprob, greedy, rest_greedy, first_top))
         n = sum(s.n_scored for s in spans)
         self.tokens += n
         if bar is not None:
             bar.update(n)
         for row, span in enumerate(spans):
-            yield Scored(span.key, float(logprob[row]), bool(greedy[row]), span.n_scored)
+            yield Scored(span.key, float(logprob[row]), bool(greedy[row]), span.n_scored, bool(rest_greedy[row]),
+                         first_top[row])
 
     def score(self, spans: Iterable[Span], desc: str = "scoring") -> Iterator[Scored]:
         """One `Scored` per span, in no particular order (batches fill per length bucket)."""
