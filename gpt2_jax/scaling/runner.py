@@ -148,11 +148,12 @@ def device_groups(devices_per_point: int, devices: list | None = None) -> list[l
 
 
 def run_sweep(sweep: Sweep, out: str | pathlib.Path, *, devices_per_point: int | None = None,
-              shard: tuple[int, int] | None = None, progress: bool = True,
+              shard: tuple[int, int] | None = None, progress: bool = True, devices: list | None = None,
               say: Callable[[str], None] = print) -> list[dict]:
     """Runs the sweep's points (those of `shard`) into `out`; returns the results of finished points.
 
-    `devices_per_point` overrides the sweep's own (0 = all devices per point, one at a time)."""
+    `devices_per_point` overrides the sweep's own (0 = all devices per point, one at a time);
+    `devices` (default: this process's local devices) is what is shared out."""
     from tqdm import tqdm
 
     out = pathlib.Path(out)
@@ -165,7 +166,7 @@ def run_sweep(sweep: Sweep, out: str | pathlib.Path, *, devices_per_point: int |
     done = {r["name"]: res for r in rows if (res := finished(pathlib.Path(r["cfg"].workdir), r["hash"]))}
     todo = sorted((r for r in rows if r["name"] not in done), key=lambda r: -r["flops"])
     k = sweep.devices_per_point if devices_per_point is None else devices_per_point
-    groups = device_groups(k)
+    groups = device_groups(k, devices)
     say(f"sweep: {len(rows)} points, {len(done)} finished already, {len(todo)} to run; "
         f"{len(groups)} side by side on {len(groups[0])} device(s) each")
     bar = tqdm(total=len(rows), initial=len(done), desc="sweep", unit="point", disable=not progress, dynamic_ncols=True)
