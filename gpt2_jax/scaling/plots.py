@@ -111,7 +111,7 @@ def plot_bootstrap(plt, result: FitResult, boot: Bootstrap, out: pathlib.Path) -
         lo, hi = boot.intervals[name]
         ax.axvspan(lo, hi, color="b", alpha=0.12)
         ax.set_title(f"{name}\n{result.params[name]:.4g} [{lo:.3g}, {hi:.3g}]", fontsize=8)
-    fig.suptitle(f"{result.law}: bootstrap ({boot.k} resamples, {boot.failed} refused, {boot.level:.0%} interval)", fontsize=9)
+    fig.suptitle(f"{result.law}: bootstrap ({boot.k} resamples, {boot.failed} refused, {boot.level:.0%} interval)", fontsize=9, y=1.1)
     path = _save(fig, out / "bootstrap.png")
     plt.close(fig)
     return path
