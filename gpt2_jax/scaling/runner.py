@@ -17,7 +17,9 @@ into disjoint groups of k (in device order) and points run side by side, one Pyt
 group, each on a mesh over its own group (`train(cfg, devices=group)`); a thread takes the next
 point when its own finishes. Points start largest FLOPs first (longest-processing-time-first
 scheduling keeps the groups busy until the end). JAX releases the GIL while a step runs, so
-threads overlap device work; compilation of different shapes also overlaps. Points are packed
+threads overlap device work; compilation of different shapes also overlaps. While points are
+packed, checkpoint saves are synchronous and one at a time (checkpoint.serialized_saves:
+Orbax's asynchronous commits from concurrent managers raced here). Points are packed
 within one process: on a multi-host pod each host runs its own share of the points (`shard`,
 see tpu_setup/sweep.sh) on its local devices, with no cross-host collectives.
 
@@ -194,7 +196,10 @@ def run_sweep(sweep: Sweep, out: str | pathlib.Path, *, devices_per_point: int |
                 finally:
                     free.put(group)
 
-            with concurrent.futures.ThreadPoolExecutor(len(groups), thread_name_prefix="sweep") as pool:
+            from gpt2_jax.checkpoint import serialized_saves
+
+            # Orbax's async commits from managers in several threads race (checkpoint.serialized_saves).
+            with serialized_saves(), concurrent.futures.ThreadPoolExecutor(len(groups), thread_name_prefix="sweep") as pool:
                 for fut in concurrent.futures.as_completed([pool.submit(packed, r) for r in todo]):
                     row, res = fut.result()
                     results[row["name"]] = res
