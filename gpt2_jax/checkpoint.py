@@ -42,10 +42,12 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import pathlib
+import threading
 import zlib
 from typing import Any, Callable
 
@@ -179,6 +181,23 @@ def manager(directory: str | pathlib.Path, *, keep: int = 3, keep_best: int = 0,
     return _Manager(directory, options)
 
 
+_serial_saves: threading.Lock | None = None  # set by serialized_saves()
+
+
+@contextlib.contextmanager
+def serialized_saves():
+    """Within this block every save in this process is synchronous and one at a time. For several
+    training loops in threads of one process (packed sweep points, scaling/runner.py): Orbax's
+    asynchronous commits from concurrent managers raced on temporary directories there
+    ("Directory not empty" while creating params.orbax-checkpoint-tmp; a point's save failed)."""
+    global _serial_saves
+    previous, _serial_saves = _serial_saves, threading.Lock()
+    try:
+        yield
+    finally:
+        _serial_saves = previous
+
+
 def save(mngr: ocp.CheckpointManager, step: int, cfg: TrainConfig, params: Any, opt_state: Any | None,
          extra_meta: dict | None = None, *, eval_loss: float | None = None) -> None:
     """Starts an asynchronous save of `step`; call `wait(mngr)` (or `mngr.wait_until_finished()`)
@@ -196,7 +215,13 @@ def save(mngr: ocp.CheckpointManager, step: int, cfg: TrainConfig, params: Any, 
         items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta)}
         if opt_state is not None:
             items["opt_state"] = ocp.args.StandardSave(opt_state)
-        mngr.save(int(step), args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        lock = _serial_saves
+        if lock is None:
+            mngr.save(int(step), args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        else:
+            with lock:
+                mngr.save(int(step), args=ocp.args.Composite(**items), metrics=metrics, force=True)
+                mngr.wait_until_finished()
     except Exception as e:
         raise _save_failed(mngr, step, e) from e
 

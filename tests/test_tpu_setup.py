@@ -62,3 +62,27 @@ def test_slurm_script_dry_run():
                          capture_output=True, text=True, check=True, timeout=30, env={**os.environ, "VENV": "/opt/venv"})
     assert shlex.split(out.stdout) == ["srun", "--kill-on-bad-exit=1", "/opt/venv/bin/gpt2-jax", "train", "exp.py",
                                        "steps=10", "distributed.auto=true", "--no-progress"]
+
+
+def test_sweep_launch_shards_points_over_hosts():
+    (cmd,) = dry_run("sweep.sh", "experiments/scaling_tiny_cpu.py", "--out", "/mnt/shared/s1", "--devices-per-point", "1")
+    assert cmd[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "exp1"] and "--worker=all" in cmd
+    remote = cmd[-1].removeprefix("--command=")
+    assert "agent-worker-number" in remote  # each worker reads its own index from the metadata server
+    words = shlex.split(remote)
+    i = words.index("~/venv/bin/gpt2-jax")
+    assert words[i + 1:i + 8] == ["sweep", "run", "experiments/scaling_tiny_cpu.py", "--out", "/mnt/shared/s1",
+                                  "--devices-per-point", "1"]
+    assert words[i + 8] == "--shard" and "agent-worker-number)/4 --no-progress" in remote  # v4-32: 4 hosts
+    (cmd,) = dry_run("sweep.sh", "s.py", "--out", "o", env={"TPU_TYPE": "v5litepod-8"})
+    assert "agent-worker-number)/1 --no-progress" in cmd[-1]  # one host
+
+
+def test_sweep_launch_bad_input():
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TPU_")}, **ENV, "TPU_TYPE": "x9-3"}
+    proc = subprocess.run(["bash", str(SETUP / "sweep.sh"), "--dry-run", "s.py", "--out", "o"], capture_output=True,
+                          text=True, env=env, timeout=30)
+    assert proc.returncode == 2 and "set TPU_HOSTS=N" in proc.stderr
+    proc = subprocess.run(["bash", str(SETUP / "sweep.sh"), "--dry-run"], capture_output=True, text=True,
+                          env={**env, "TPU_HOSTS": "2"}, timeout=30)
+    assert proc.returncode == 2 and "give a sweep file" in proc.stderr

@@ -23,7 +23,7 @@ from gpt2_jax.scaling.errors import ScalingError
 # a fraction of peak on known accelerators (mfu.PEAK_FLOPS); on CPUs a rate measured here
 # (the shipped CPU study, experiments/benchmarks/RESULTS.md).
 ASSUMED_MFU = 0.3
-CPU_FLOPS_PER_SEC = 2e9
+CPU_FLOPS_PER_SEC = 1e10  # the study's largest point ran at 1.4e10 FLOP/s on a shared 2-core CPU
 
 
 def user_errors() -> tuple[type[Exception], ...]:

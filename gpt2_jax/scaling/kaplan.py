@@ -46,7 +46,9 @@ def _power_law(x: np.ndarray, loss: np.ndarray, law: str, what: str) -> tuple[fl
         raise ScalingError(f"law {law!r}: the loss does not fall with {what} (fitted exponent {alpha:.3g} <= 0); "
                            f"no power law (x_c / x)^alpha fits these rows")
     residual = np.log(loss) - (intercept + slope * np.log(x))
-    return float(alpha), float(np.exp(intercept / alpha)), float(np.sum(residual**2))
+    with np.errstate(over="ignore"):  # a nearly flat law puts x_c beyond float range: inf, not a warning
+        x_c = float(np.exp(intercept / alpha))
+    return float(alpha), x_c, float(np.sum(residual**2))
 
 
 def fit_n(table: Table, target_flops: float | None = None) -> FitResult:

@@ -26,7 +26,6 @@ import pathlib
 import numpy as np
 
 from gpt2_jax.scaling.bootstrap import Bootstrap
-from gpt2_jax.scaling.chinchilla import optimal_allocation
 from gpt2_jax.scaling.isoflop import budgets
 from gpt2_jax.scaling.kaplan import compute_frontier
 from gpt2_jax.scaling.result import FitResult
@@ -42,6 +41,17 @@ def _save(fig, path: pathlib.Path) -> pathlib.Path:
 
 def _predicts_runs(result: FitResult) -> bool:
     return result.law in ("kaplan-nd", "chinchilla")
+
+
+def _frontier_in_table_flops(table: Table, result: FitResult, c: np.ndarray) -> np.ndarray:
+    """The fitted law's lowest loss at each compute in `c`, in the table's FLOPs convention: FLOPs per
+    token per parameter, flops / (N D), is interpolated log-linearly in N from the rows (with
+    attention and logits counted it is not the constant 6 that closed forms assume), then the
+    predicted loss is minimised over a grid of N with D = C / (f(N) N)."""
+    slope, intercept = np.polyfit(np.log(table.params), np.log(table.flops / (table.params * table.tokens)), 1)
+    n = np.geomspace(table.params.min() / 30, table.params.max() * 30, 400)
+    per_token = np.exp(intercept + slope * np.log(n)) * n
+    return np.array([np.min(result.predict(n, x / per_token)) for x in c])
 
 
 def plot_compute(plt, table: Table, result: FitResult, out: pathlib.Path) -> pathlib.Path:
@@ -61,8 +71,8 @@ def plot_compute(plt, table: Table, result: FitResult, out: pathlib.Path) -> pat
     c = np.geomspace(table.flops.min(), table.flops.max() * 10, 100)
     if result.law == "kaplan-c":
         ax.plot(c, result.predict(c), "r-", lw=1.5, label="L(C) fit")
-    if result.law == "chinchilla" and result.params["alpha"] > 0 and result.params["beta"] > 0:
-        ax.plot(c, [optimal_allocation(result.params, x)[2] for x in c], "r-", lw=1.5, label="L at N_opt(C), D_opt(C) (C=6ND)")
+    if _predicts_runs(result):
+        ax.plot(c, _frontier_in_table_flops(table, result, c), "r-", lw=1.5, label="fitted L at the best N for each C")
     ax.set(xscale="log", yscale="log", xlabel="training FLOPs", ylabel=table.loss_column, title=f"loss vs compute ({result.law})")
     ax.legend(fontsize=7)
     path = _save(fig, out / "compute.png")
@@ -101,7 +111,7 @@ def plot_bootstrap(plt, result: FitResult, boot: Bootstrap, out: pathlib.Path) -
         lo, hi = boot.intervals[name]
         ax.axvspan(lo, hi, color="b", alpha=0.12)
         ax.set_title(f"{name}\n{result.params[name]:.4g} [{lo:.3g}, {hi:.3g}]", fontsize=8)
-    fig.suptitle(f"{result.law}: bootstrap ({boot.k} resamples, {boot.failed} refused, {boot.level:.0%} interval)", fontsize=9)
+    fig.suptitle(f"{result.law}: bootstrap ({boot.k} resamples, {boot.failed} refused, {boot.level:.0%} interval)", fontsize=9, y=1.1)
     path = _save(fig, out / "bootstrap.png")
     plt.close(fig)
     return path
@@ -136,6 +146,7 @@ def plot_figure4(plt, csv_path: pathlib.Path, out: pathlib.Path) -> pathlib.Path
     ax.plot(n, [float(best[x]["eval_loss"]) for x in n], "s-", label="eval")
     ax.set(xscale="log", xlabel="non-embedding parameters N", ylabel="loss (nats/token)",
            title="train and eval loss vs model size\n(largest token budget per size; cf. GPT-2 Figure 4)")
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels collide over a narrow range
     ax.legend()
     path = _save(fig, out / "figure4.png")
     plt.close(fig)

@@ -17,7 +17,9 @@ into disjoint groups of k (in device order) and points run side by side, one Pyt
 group, each on a mesh over its own group (`train(cfg, devices=group)`); a thread takes the next
 point when its own finishes. Points start largest FLOPs first (longest-processing-time-first
 scheduling keeps the groups busy until the end). JAX releases the GIL while a step runs, so
-threads overlap device work; compilation of different shapes also overlaps. Points are packed
+threads overlap device work; compilation of different shapes also overlaps. While points are
+packed, checkpoint saves are synchronous and one at a time (checkpoint.serialized_saves:
+Orbax's asynchronous commits from concurrent managers raced here). Points are packed
 within one process: on a multi-host pod each host runs its own share of the points (`shard`,
 see tpu_setup/sweep.sh) on its local devices, with no cross-host collectives.
 
@@ -148,11 +150,12 @@ def device_groups(devices_per_point: int, devices: list | None = None) -> list[l
 
 
 def run_sweep(sweep: Sweep, out: str | pathlib.Path, *, devices_per_point: int | None = None,
-              shard: tuple[int, int] | None = None, progress: bool = True,
+              shard: tuple[int, int] | None = None, progress: bool = True, devices: list | None = None,
               say: Callable[[str], None] = print) -> list[dict]:
     """Runs the sweep's points (those of `shard`) into `out`; returns the results of finished points.
 
-    `devices_per_point` overrides the sweep's own (0 = all devices per point, one at a time)."""
+    `devices_per_point` overrides the sweep's own (0 = all devices per point, one at a time);
+    `devices` (default: this process's local devices) is what is shared out."""
     from tqdm import tqdm
 
     out = pathlib.Path(out)
@@ -165,7 +168,7 @@ def run_sweep(sweep: Sweep, out: str | pathlib.Path, *, devices_per_point: int |
     done = {r["name"]: res for r in rows if (res := finished(pathlib.Path(r["cfg"].workdir), r["hash"]))}
     todo = sorted((r for r in rows if r["name"] not in done), key=lambda r: -r["flops"])
     k = sweep.devices_per_point if devices_per_point is None else devices_per_point
-    groups = device_groups(k)
+    groups = device_groups(k, devices)
     say(f"sweep: {len(rows)} points, {len(done)} finished already, {len(todo)} to run; "
         f"{len(groups)} side by side on {len(groups[0])} device(s) each")
     bar = tqdm(total=len(rows), initial=len(done), desc="sweep", unit="point", disable=not progress, dynamic_ncols=True)
@@ -193,7 +196,10 @@ def run_sweep(sweep: Sweep, out: str | pathlib.Path, *, devices_per_point: int |
                 finally:
                     free.put(group)
 
-            with concurrent.futures.ThreadPoolExecutor(len(groups), thread_name_prefix="sweep") as pool:
+            from gpt2_jax.checkpoint import serialized_saves
+
+            # Orbax's async commits from managers in several threads race (checkpoint.serialized_saves).
+            with serialized_saves(), concurrent.futures.ThreadPoolExecutor(len(groups), thread_name_prefix="sweep") as pool:
                 for fut in concurrent.futures.as_completed([pool.submit(packed, r) for r in todo]):
                     row, res = fut.result()
                     results[row["name"]] = res
