@@ -12,7 +12,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader; } > "$OUT/machine.txt" 2>&1
 JAX_PLATFORMS=cpu timeout 120 python -m pytest -q -p no:cacheprovider tests/test_kernel_lowering.py \
   > "$OUT/pytest_lowering.txt" 2>&1; echo "lowering: exit $?" | tee -a "$OUT/machine.txt"
-timeout 180 python -m pytest -q -p no:cacheprovider -m gpu tests/ > "$OUT/pytest_gpu.txt" 2>&1
+timeout 180 python -m pytest -q -p no:cacheprovider -m gpu tests/test_kernels.py > "$OUT/pytest_gpu.txt" 2>&1
 echo "pytest -m gpu: exit $?" | tee -a "$OUT/machine.txt"
 tail -3 "$OUT/pytest_lowering.txt" "$OUT/pytest_gpu.txt"
 python experiments/benchmarks/gpu_speed.py --out "$OUT" --budget-s "${BUDGET_S:-330}"
