@@ -156,6 +156,7 @@ class GPT(nn.Module):
         deterministic: bool = True,
         cache: Cache | None = None,
         cache_index: jax.Array | int = 0,
+        return_hidden: bool = False,
     ) -> tuple[jax.Array, Cache | None]:
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
@@ -187,6 +188,8 @@ class GPT(nn.Module):
                          for name in cache}
 
         x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype, name="ln_f")(x)
+        if return_hidden:  # [B, T, D] before the head, for a loss that applies it in chunks (lm_head_loss.py)
+            return x, new_cache
         if cache is not None:
             # Decoding: XLA:CPU fuses ln_f into its matrix-vector loop for the head and so
             # recomputes it for each of the V outputs (~2x the cost of the head); materialize it.

@@ -36,6 +36,7 @@ from gpt2_jax import backend_defaults, checkpoint, distributed, mfu, preemption,
 from gpt2_jax.backend_defaults import layer_loop_is_scanned, remat_policy
 from gpt2_jax.config import ConfigError, TrainConfig, to_dict
 from gpt2_jax.data.loader import TokenLoader
+from gpt2_jax.lm_head_loss import chunked_cross_entropy
 from gpt2_jax.data.prepare import MANIFEST, bundled_corpus, prepare_text
 from gpt2_jax.metrics import MetricsWriter
 from gpt2_jax.model import GPT, count_params, init_params
@@ -64,6 +65,11 @@ def make_train_step(cfg: TrainConfig, tx: optax.GradientTransformation, dropout_
     # (gpt2_jax/dropout.py): the same on every mesh and backend, so a run restored on another
     # mesh continues the same trajectory.
     def loss_fn(params, batch, rng):
+        if cfg.loss_chunk_tokens:  # the head applied chunk by chunk inside the loss (lm_head_loss.py)
+            hidden, _ = model.apply({"params": params}, batch[:, :-1], deterministic=deterministic,
+                                    rngs={"dropout": rng}, return_hidden=True)
+            return chunked_cross_entropy(hidden, params["wte"]["embedding"], batch[:, 1:], cfg.model,
+                                         cfg.loss_chunk_tokens)
         logits, _ = model.apply({"params": params}, batch[:, :-1], deterministic=deterministic, rngs={"dropout": rng})
         return cross_entropy(logits, batch[:, 1:])
 

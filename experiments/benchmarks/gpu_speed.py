@@ -63,6 +63,7 @@ ROWS: list[tuple[str, str, dict]] = [
     ("gpt2 pallas scanned", "ours", dict(GPT2, overrides=["model.attention=pallas", "model.scan_layers=true"])),
     ("gpt2 defaults, attn_pdrop 0.1 (pallas)", "ours", dict(GPT2, overrides=["model.attn_pdrop=0.1"])),
     ("gpt2 defaults, bf16 Adam mu", "ours", dict(GPT2, overrides=["optim.mu_dtype=bfloat16"])),
+    ("gpt2 defaults, chunked LM head loss", "ours", dict(GPT2, overrides=["loss_chunk_tokens=2048"])),
     ("gpt2 defaults, remat dots", "ours", dict(GPT2, overrides=["model.remat=dots"])),
     ("gpt2 defaults, XLA latency-hiding scheduler", "ours",
      dict(GPT2, overrides=[], env={"XLA_FLAGS": "--xla_gpu_enable_latency_hiding_scheduler=true"})),
