@@ -216,7 +216,11 @@ def main() -> None:
     if args.child:
         return child(json.loads(args.child))
 
-    import jax  # only for the header: the device this run measures
+    # The header needs the device; without this the parent would preallocate 75% of the GPU's memory
+    # for the whole run and starve the rows' subprocesses (which keep JAX's default allocator).
+    user_prealloc = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")
+    os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    import jax
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -247,7 +251,10 @@ def main() -> None:
         elif left < 30:
             row["error"] = f"skipped: time budget ({args.budget_s:.0f} s) spent"
         else:
-            env = {**os.environ, **settings.get("env", {}), "PYTHONPATH": os.pathsep.join(
+            env = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
+            if user_prealloc is not None:
+                env["XLA_PYTHON_CLIENT_PREALLOCATE"] = user_prealloc
+            env = {**env, **settings.get("env", {}), "PYTHONPATH": os.pathsep.join(
                 filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
             t0 = time.perf_counter()
             try:
