@@ -14,7 +14,7 @@ row), times `--steps` steps after `--warmup`, and reports tokens/s, MFU (gpt2_ja
 (6N + 12LTD) FLOPs per token over the device's peak dense bf16, 989 TFLOP/s for H100/H200) and
 the ratio to the `torch.compile` peer. Rows run in priority order while `--budget-s` lasts; the
 tables (gpu_speed.md, gpu_speed.json under --out, $OUT if set) are rewritten after every row,
-so a run cut short keeps what it measured. `--rows a,b` runs a subset (names in ROWS).
+so a run cut short keeps what it measured. `--rows "a;b"` runs a subset (names in ROWS).
 
 On the device machine (Python 3.12, jax 0.11, torch 2.11, no TensorFlow), from the checkout:
 
@@ -206,7 +206,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.environ.get("OUT") or "gpu_speed_results")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, 2 steps, on any backend (a CPU check)")
-    ap.add_argument("--rows", default="", help="comma-separated row names to run (default: all, in order)")
+    ap.add_argument("--rows", default="", help="semicolon-separated row names to run (default: all, in order)")
     ap.add_argument("--budget-s", type=float, default=520, help="stop starting rows after this many seconds")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per training row")
     ap.add_argument("--warmup", type=int, default=3)
@@ -228,7 +228,7 @@ def main() -> None:
                 python=platform.python_version(), device=f"{jax.default_backend()} {jax.devices()[0].device_kind}",
                 smoke=args.smoke, command=" ".join(sys.argv))
     del jax
-    wanted = [n.strip() for n in args.rows.split(",") if n.strip()] or (list(SMOKE_ROWS) if args.smoke else [])
+    wanted = [n.strip() for n in args.rows.split(";") if n.strip()] or (list(SMOKE_ROWS) if args.smoke else [])
     if args.smoke:
         args.budget_s = max(args.budget_s, 3600)  # tiny rows; a busy CPU must not skip them
     unknown = set(wanted) - {name for name, _, _ in ROWS}
