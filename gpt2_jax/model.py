@@ -14,7 +14,8 @@ Kernels are [in, out], the layout of OpenAI's checkpoints and of Hugging Face's 
 conversion is a rename. The vocabulary is padded (50257 -> 50304) so matmuls tile and shard
 evenly; the padded rows start at zero and their logits are masked so they never get probability.
 
-`scan_layers=False` (the "auto" choice on GPU) runs the same scan fully unrolled, so both modes share one parameter layout.
+`scan_layers=False` (the "auto" choice on GPU) runs the same scan fully unrolled, so both modes
+share one parameter layout.
 Decoding uses an explicit KV cache (`init_cache`) passed in and returned, never hidden state.
 
 References:

@@ -33,11 +33,10 @@ import optax
 from tqdm import tqdm
 
 from gpt2_jax import backend_defaults, checkpoint, distributed, mfu, preemption, sharding
-from gpt2_jax.backend_defaults import layer_loop_is_scanned, remat_policy
 from gpt2_jax.config import ConfigError, TrainConfig, to_dict
 from gpt2_jax.data.loader import TokenLoader
-from gpt2_jax.lm_head_loss import chunked_cross_entropy
 from gpt2_jax.data.prepare import MANIFEST, bundled_corpus, prepare_text
+from gpt2_jax.lm_head_loss import chunked_cross_entropy
 from gpt2_jax.metrics import MetricsWriter
 from gpt2_jax.model import GPT, count_params, init_params
 from gpt2_jax.optim import learning_rate_schedule, make_optimizer
@@ -237,7 +236,7 @@ def compile_only(cfg: TrainConfig, say: Callable[[str], None] = print) -> dict:
         "device_kind": jax.devices()[0].device_kind,
         "mesh": dict(trainer.mesh.shape),
         "rules": cfg.mesh.rules,
-        "remat": remat_policy(cfg.model),
+        "remat": backend_defaults.remat_policy(cfg.model),
         "compile_seconds": seconds,
         "argument_bytes": int(memory.argument_size_in_bytes),
         "output_bytes": int(memory.output_size_in_bytes),
@@ -255,7 +254,7 @@ def compile_only(cfg: TrainConfig, say: Callable[[str], None] = print) -> dict:
         f"{report['temp_bytes'] / gib:.2f} GiB, outputs {report['output_bytes'] / gib:.2f} GiB "
         f"(aliased {report['alias_bytes'] / gib:.2f}); peak ~ {report['peak_bytes'] / gib:.2f} GiB")
     say(f"FLOPs per step: XLA cost analysis {report['xla_flops_per_device']:.4g} per device"
-        f"{' (XLA counts the scanned layer body once)' if layer_loop_is_scanned(cfg.model) else ''}; "
+        f"{' (XLA counts the scanned layer body once)' if backend_defaults.layer_loop_is_scanned(cfg.model) else ''}; "
         f"model (6N + 12LTD) {report['model_flops_per_step']:.4g} in total")
     return report
 
