@@ -8,11 +8,12 @@ set -u
 OUT=${OUT:-gpu_session_results}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-{ python -c 'import sys, jax; print("python", sys.version.split()[0], "jax", jax.__version__, jax.devices())'
+PY=${PYTHON:-$(command -v python || command -v python3)}
+{ $PY -c 'import sys, jax; print("python", sys.version.split()[0], "jax", jax.__version__, jax.devices())'
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader; } > "$OUT/machine.txt" 2>&1
-JAX_PLATFORMS=cpu timeout 120 python -m pytest -q -p no:cacheprovider tests/test_kernel_lowering.py \
+JAX_PLATFORMS=cpu timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_kernel_lowering.py \
   > "$OUT/pytest_lowering.txt" 2>&1; echo "lowering: exit $?" | tee -a "$OUT/machine.txt"
-timeout 180 python -m pytest -q -p no:cacheprovider -m gpu tests/test_kernels.py > "$OUT/pytest_gpu.txt" 2>&1
+timeout 180 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_kernels.py > "$OUT/pytest_gpu.txt" 2>&1
 echo "pytest -m gpu: exit $?" | tee -a "$OUT/machine.txt"
 tail -3 "$OUT/pytest_lowering.txt" "$OUT/pytest_gpu.txt"
-python experiments/benchmarks/gpu_speed.py --out "$OUT" --budget-s "${BUDGET_S:-330}"
+$PY experiments/benchmarks/gpu_speed.py --out "$OUT" --budget-s "${BUDGET_S:-330}"
