@@ -47,8 +47,8 @@ def reference_attention(
     dropout_keep: jax.Array | None = None,
 ) -> jax.Array:
     """softmax(q k^T / sqrt(H) + mask) v with float32 scores; dropout on the probabilities,
-    drawn from `dropout_rng` (the kernels' counter hash, see dropout.py) or given as a boolean keep mask broadcasting to [B, N, Tq, Tk]
-    (tests pass the mask a kernel used)."""
+    drawn from `dropout_rng` (the kernels' counter hash, see dropout.py) or given as a boolean
+    keep mask broadcasting to [B, N, Tq, Tk] (tests pass the mask a kernel used)."""
     head_dim = q.shape[-1]
     scores = jnp.einsum("bqnh,bknh->bnqk", q, k, preferred_element_type=jnp.float32)
     scores = scores * (1.0 / jnp.sqrt(jnp.float32(head_dim)))

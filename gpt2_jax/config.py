@@ -251,13 +251,16 @@ class TrainConfig:
     nan_skip_limit: int = 20  # with nan_policy=skip: stop after this many non-finite steps in a row
     sample_prompt: str = "ROMEO:"  # printed after training; "" skips the sample
     sample_tokens: int = 64
+    # Apply the LM head + cross-entropy this many tokens at a time (lm_head_loss.py): no [B*T, V]
+    # float32 logits in memory. 0 = off (one matmul over all tokens). Must divide a micro-batch's B*T.
+    loss_chunk_tokens: int = 0
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_batches", "keep_checkpoints",
                      "nan_skip_limit"):
             value = getattr(self, name)
             _check(value >= 1, f"{name}={value} must be a positive integer")
-        for name in ("eval_every", "ckpt_every", "sample_tokens", "keep_best"):
+        for name in ("eval_every", "ckpt_every", "sample_tokens", "keep_best", "loss_chunk_tokens"):
             value = getattr(self, name)
             _check(value >= 0, f"{name}={value} must be >= 0 (0 disables)")
         _check(self.nan_policy in NAN_POLICIES, f"nan_policy={self.nan_policy!r} is not one of {NAN_POLICIES}")

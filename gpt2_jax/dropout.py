@@ -38,11 +38,13 @@ def activation_keep_mask(seed: jax.Array, shape: tuple[int, ...], rate: float) -
     `seed` int32. Element (b, t, d) is kept iff keep_bits(stream_key(seed, b, SITE), t, d, D)."""
     if len(shape) > 3:
         raise ValueError(f"activation dropout expects at most [B, T, D], got shape {shape}")
-    full = (1,) * (3 - len(shape)) + tuple(shape)
-    b = lax.broadcasted_iota(jnp.int32, full, 0)
-    t = lax.broadcasted_iota(jnp.int32, full, 1)
-    d = lax.broadcasted_iota(jnp.int32, full, 2)
-    keep = keep_bits(stream_key(jnp.asarray(seed, jnp.int32), b, jnp.int32(_SITE)), t, d, full[2], rate)
+    B, T, D = (1,) * (3 - len(shape)) + tuple(shape)
+    # Row streams on [B, 1, 1] and positions on [1, T, 1] / [1, 1, D]: the per-row hash is computed
+    # B times, not B*T*D times; only the final mix runs per element.
+    b = lax.broadcasted_iota(jnp.int32, (B, 1, 1), 0)
+    t = lax.broadcasted_iota(jnp.int32, (1, T, 1), 1)
+    d = lax.broadcasted_iota(jnp.int32, (1, 1, D), 2)
+    keep = keep_bits(stream_key(jnp.asarray(seed, jnp.int32), b, jnp.int32(_SITE)), t, d, D, rate)
     return keep.reshape(shape)
 
 

@@ -14,7 +14,8 @@ Kernels are [in, out], the layout of OpenAI's checkpoints and of Hugging Face's 
 conversion is a rename. The vocabulary is padded (50257 -> 50304) so matmuls tile and shard
 evenly; the padded rows start at zero and their logits are masked so they never get probability.
 
-`scan_layers=False` (the "auto" choice on GPU) runs the same scan fully unrolled, so both modes share one parameter layout.
+`scan_layers=False` (the "auto" choice on GPU) runs the same scan fully unrolled, so both modes
+share one parameter layout.
 Decoding uses an explicit KV cache (`init_cache`) passed in and returned, never hidden state.
 
 Ablation switches (ModelConfig; defaults = GPT-2) each change only what they name:
@@ -185,6 +186,7 @@ class GPT(nn.Module):
         deterministic: bool = True,
         cache: Cache | None = None,
         cache_index: jax.Array | int = 0,
+        return_hidden: bool = False,
     ) -> tuple[jax.Array, Cache | None]:
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
@@ -221,6 +223,8 @@ class GPT(nn.Module):
 
         if cfg.final_ln:
             x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype, name="ln_f")(x)
+        if return_hidden:  # [B, T, D] before the head, for a loss that applies it in chunks (lm_head_loss.py)
+            return x, new_cache
         if cache is not None:
             # Decoding: XLA:CPU fuses ln_f into its matrix-vector loop for the head and so
             # recomputes it for each of the V outputs (~2x the cost of the head); materialize it.

@@ -38,6 +38,7 @@ from gpt2_jax.config import ABLATION_SWITCHES, ConfigError, TrainConfig, to_dict
 from gpt2_jax.data.bundled_vocab import bits_per_byte, build_vocab, bytes_per_token
 from gpt2_jax.data.loader import TokenLoader
 from gpt2_jax.data.prepare import MANIFEST, bundled_corpus, prepare_text
+from gpt2_jax.lm_head_loss import chunked_cross_entropy
 from gpt2_jax.metrics import MetricsWriter
 from gpt2_jax.model import GPT, count_params, init_params
 from gpt2_jax.optim import learning_rate_schedule, make_optimizer
@@ -65,6 +66,12 @@ def make_train_step(cfg: TrainConfig, tx: optax.GradientTransformation, dropout_
     # (gpt2_jax/dropout.py): the same on every mesh and backend, so a run restored on another
     # mesh continues the same trajectory.
     def loss_fn(params, batch, rng):
+        if cfg.loss_chunk_tokens:  # the head applied chunk by chunk inside the loss (lm_head_loss.py)
+            hidden, _ = model.apply({"params": params}, batch[:, :-1], deterministic=deterministic,
+                                    rngs={"dropout": rng}, return_hidden=True)
+            # [V_padded, D]: the tied table, or the untied ablation's lm_head/kernel[D, V_padded] transposed
+            head = params["wte"]["embedding"] if cfg.model.tied_embeddings else params["lm_head"]["kernel"].T
+            return chunked_cross_entropy(hidden, head, batch[:, 1:], cfg.model, cfg.loss_chunk_tokens)
         logits, _ = model.apply({"params": params}, batch[:, :-1], deterministic=deterministic, rngs={"dropout": rng})
         return cross_entropy(logits, batch[:, 1:])
 
@@ -224,7 +231,7 @@ def compile_only(cfg: TrainConfig, say: Callable[[str], None] = print) -> dict:
         "device_kind": jax.devices()[0].device_kind,
         "mesh": dict(trainer.mesh.shape),
         "rules": cfg.mesh.rules,
-        "remat": remat_policy(cfg.model),
+        "remat": backend_defaults.remat_policy(cfg.model),
         "compile_seconds": seconds,
         "argument_bytes": int(memory.argument_size_in_bytes),
         "output_bytes": int(memory.output_size_in_bytes),
@@ -242,7 +249,7 @@ def compile_only(cfg: TrainConfig, say: Callable[[str], None] = print) -> dict:
         f"{report['temp_bytes'] / gib:.2f} GiB, outputs {report['output_bytes'] / gib:.2f} GiB "
         f"(aliased {report['alias_bytes'] / gib:.2f}); peak ~ {report['peak_bytes'] / gib:.2f} GiB")
     say(f"FLOPs per step: XLA cost analysis {report['xla_flops_per_device']:.4g} per device"
-        f"{' (XLA counts the scanned layer body once)' if layer_loop_is_scanned(cfg.model) else ''}; "
+        f"{' (XLA counts the scanned layer body once)' if backend_defaults.layer_loop_is_scanned(cfg.model) else ''}; "
         f"model (6N + 12LTD) {report['model_flops_per_step']:.4g} in total")
     return report
 

@@ -2,9 +2,15 @@
 runs Pallas' Triton lowering (the custom call carries Triton IR) and for "tpu" runs the Mosaic
 lowering. This catches primitives or shapes a backend's lowering rejects (say, a non-power-of-two
 Triton tile) without a device; compiling that IR to machine code still needs one (`-m gpu`/`tpu`).
+
+From jax 0.11 the Triton lowering asks which GPU it targets (compute capability from the device
+kind) and, in a CPU-only process, reads it from an abstract mesh's `AbstractDevice`; the "cuda"
+cases therefore lower inside `use_abstract_mesh` with an H100 as the target. jax 0.10 ignores it.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +22,14 @@ from gpt2_jax.kernels import flash_attention
 # Triton calls have no serialization-compatibility guarantee; we only lower, never serialize.
 _CHECKS = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
 _KERNEL_CALL = {"cuda": "xla.gpu.triton", "tpu": "tpu_custom_call"}
+
+
+def _target(platform: str):
+    """The context that names the device a CPU-only process lowers for (see the docstring)."""
+    if platform != "cuda":
+        return contextlib.nullcontext()
+    h100 = jax.sharding.AbstractDevice(device_kind="NVIDIA H100 80GB HBM3", num_cores=132, platform="cuda")
+    return jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((1,), ("x",), abstract_device=h100))
 
 CASES = [
     # T, H, dtype, causal, segment ids, dropout
@@ -41,5 +55,6 @@ def test_forward_and_backward_lower_for_the_device(platform, T, H, dtype, causal
         return jnp.sum(out.astype(jnp.float32))
 
     step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
-    module = export.export(step, platforms=(platform,), disabled_checks=_CHECKS)(x, x, x, seg).mlir_module()
+    with _target(platform):
+        module = export.export(step, platforms=(platform,), disabled_checks=_CHECKS)(x, x, x, seg).mlir_module()
     assert module.count(_KERNEL_CALL[platform]) == 3  # forward, dK/dV, dQ

@@ -49,3 +49,30 @@ def test_bf16_first_moment_tracks_float32():
 def test_bad_mu_dtype_is_refused():
     with pytest.raises(ConfigError, match="optim.mu_dtype='float16' is not one of"):
         OptimConfig(mu_dtype="float16")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_chunked_lm_head_loss_equals_the_full_logits_loss_and_its_gradients(dtype):
+    from gpt2_jax.lm_head_loss import chunked_cross_entropy
+    from gpt2_jax.model import GPT
+    from gpt2_jax.train import cross_entropy
+
+    model = ModelConfig(n_vocab=250, n_ctx=32, n_embd=64, n_head=2, n_layer=1, attention="xla", dtype=dtype)
+    params = init_params(model, jax.random.PRNGKey(0))  # padded vocabulary 256 > 250: the mask matters
+    batch = jnp.asarray(np.random.RandomState(1).randint(0, model.n_vocab, (4, 17)), jnp.int32)
+
+    def full(p):
+        return cross_entropy(GPT(model).apply({"params": p}, batch[:, :-1])[0], batch[:, 1:])
+
+    def chunked(p):
+        hidden, _ = GPT(model).apply({"params": p}, batch[:, :-1], return_hidden=True)
+        return chunked_cross_entropy(hidden, p["wte"]["embedding"], batch[:, 1:], model, 16)
+
+    (want, want_grads), (got, got_grads) = (jax.jit(jax.value_and_grad(f))(params) for f in (full, chunked))
+    tol = 1e-6 if dtype == "float32" else 2e-2
+    np.testing.assert_allclose(got, want, rtol=tol)
+    for g, w in zip(jax.tree_util.tree_leaves(got_grads), jax.tree_util.tree_leaves(want_grads)):
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32), atol=tol * 0.1 + 1e-7,
+                                   rtol=tol * 10)
+    with pytest.raises(ConfigError, match="loss_chunk_tokens=24 must divide the 64 tokens"):
+        chunked_cross_entropy(jnp.zeros((4, 16, 64)), params["wte"]["embedding"], batch[:, 1:], model, 24)

@@ -82,7 +82,7 @@ class GPT(nn.Module):
 
 
 def run(preset: str, batch: int, seq: int, *, compile: bool, steps: int, warmup: int, embd_pdrop: float,
-        resid_pdrop: float, attn_pdrop: float, device: str | None = None) -> dict:
+        resid_pdrop: float, attn_pdrop: float, device: str | None = None, compile_backend: str = "inductor") -> dict:
     import dataclasses
 
     from gpt2_jax import mfu
@@ -99,7 +99,7 @@ def run(preset: str, batch: int, seq: int, *, compile: bool, steps: int, warmup:
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=cuda)
-    forward = torch.compile(model) if compile else model
+    forward = torch.compile(model, backend=compile_backend) if compile else model
     ids = torch.randint(0, cfg.n_vocab, (batch, seq + 1), generator=torch.Generator().manual_seed(0)).to(device)
     x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
