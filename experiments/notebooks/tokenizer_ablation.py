@@ -32,7 +32,7 @@ BYTE_BUDGET = 20_000 if SMOKE else 1_200_000  # bytes of training text per run (
 VOCABS = {"bytes (257)": "bytes", "BBPE 512": "bbpe:512", "BBPE 2048": "bbpe:2048", "BBPE 8192": "bbpe:8192",
           "sentencepiece BPE 2048": "sp:2048", "GPT-2 (50257)": "gpt2"}
 if SMOKE:
-    VOCABS = {"bytes (257)": "bytes", "BBPE 512": "bbpe:512", "sentencepiece BPE 400": "sp:400"}
+    VOCABS = {"bytes (257)": "bytes", "sentencepiece BPE 400": "sp:400"}
 FIGURES = os.environ.get("GPT2_JAX_NOTEBOOK_FIGURES", "")
 
 # %%
