@@ -148,10 +148,6 @@ class DataConfig:
         _check(ok, f"data.vocab={self.vocab!r} must be one of auto, gpt2, bytes, bbpe:N (257 <= N <= 65536, "
                    f"e.g. bbpe:4096) or sp:N (258 <= N <= 65536, e.g. sp:4096)")
 
-    @property
-    def bbpe_size(self) -> int | None:
-        return int(self.vocab[5:]) if self.vocab.startswith("bbpe:") else None
-
     def vocab_for(self, n_vocab: int) -> str:
         """`vocab` with "auto" resolved for a model of `n_vocab` ids."""
         if self.vocab != "auto":

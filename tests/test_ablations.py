@@ -229,3 +229,32 @@ def test_param_counts_follow_the_switches(tiny_config, init):
         D, V = config.n_embd, config.n_vocab
         embeddings = V * D * (1 if config.tied_embeddings else 2) + (config.n_ctx * D if config.positions == "learned" else 0)
         assert n == non_embedding_params(config) + embeddings, name
+
+
+ALL_SWITCHED = {name: value for name, (value, _) in SWITCHED.items()}
+
+
+def test_cached_greedy_decoding_with_every_switch_equals_the_full_forward(tiny_config, init, forward, tokens):
+    """The KV-cache path (prefill + one token at a time) computes what the full forward does,
+    with every switch away from GPT-2 at once (post-LN, sinusoidal positions, untied head, ...)."""
+    from gpt2_jax.sample import generate
+
+    config = dataclasses.replace(tiny_config, **ALL_SWITCHED)
+    params = init(config, 0)
+    prompt = tokens(config, batch=1, seq=5)[0]
+    out = generate(params, config, prompt, max_new_tokens=6, greedy=True)[0]
+    logits = forward(config, params, out[None, :-1].astype(np.int32))[0]
+    np.testing.assert_array_equal(out[5:], logits[4:].argmax(-1))
+
+
+def test_switched_parameters_shard_over_a_mesh(tiny_config):
+    from gpt2_jax import sharding
+    from gpt2_jax.config import MeshConfig
+    from gpt2_jax.model import init_params
+
+    config = dataclasses.replace(tiny_config, **ALL_SWITCHED)
+    abstract = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+    mesh = sharding.make_mesh(MeshConfig(data=1, fsdp=4, tensor=2, rules="fsdp_tp"))
+    specs = sharding.param_shardings(abstract, config, mesh, "fsdp_tp")
+    assert tuple(specs["lm_head"]["kernel"].spec) == ("fsdp", "tensor")  # [D, V]: like wte^T
+    assert "wpe" not in specs and "ln_f" not in specs

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pathlib
 import re
 import signal
 import threading
@@ -150,7 +149,7 @@ def test_manifest_bytes_per_token_and_logged_bits_per_byte(tiny_run):
 
 @pytest.mark.parametrize("vocab,n_vocab", [("bytes", 257), ("sp:400", 400), ("bbpe:300", 300)])
 def test_tokenizer_choices_for_the_bundled_corpus(vocab, n_vocab, tmp_path):
-    from gpt2_jax.config import apply_overrides, TrainConfig
+    from gpt2_jax.config import TrainConfig, apply_overrides
     from gpt2_jax.tokenizer import load_tokenizer
     from gpt2_jax.train import resolve_data
 
