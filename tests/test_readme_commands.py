@@ -9,6 +9,7 @@ appended (later overrides win), so each trains a few steps instead of hundreds.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import shlex
@@ -24,6 +25,7 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 #   {checkpoints}: runs/demo/checkpoints, made by the first train command
 #   {fresh}: a new, not yet existing directory (one per use)
 #   {step}: the newest step of {checkpoints}
+#   {text_jsonl}: three documents of tiny Shakespeare as JSONL ({"text": ...} per line)
 # The most specific entry wins. Optional groups "[...]" are kept, without their brackets.
 SUBSTITUTIONS: dict[tuple[str, str], str] = {
     ("train", "EXPERIMENT.py"): "experiments/shakespeare_tiny.py",
@@ -35,6 +37,13 @@ SUBSTITUTIONS: dict[tuple[str, str], str] = {
     ("*", "DIR"): "{fresh}",
     ("*", "N"): "{step}",
     ("*", "..."): "--help",
+    ("import", "HF_DIR"): "{hf_model}",
+    ("*", "NEW_CKPT_DIR"): "{fresh}",
+    ("*", "OUT_DIR"): "{fresh}",
+    ("*", "OUT_FILE"): "{fresh}.gguf",
+    ("eval", "FILE.jsonl"): "{text_jsonl}",
+    ("sweep", "SWEEP.py"): "experiments/scaling_tiny_cpu.py",
+    ("scaling", "RESULTS.csv"): "experiments/benchmarks/scaling_tiny_cpu/results.csv",
 }
 # Appended to every `train` command: a few steps of whatever the command configures.
 SHRINK = ["steps=3", "batch_size=8", "data.seq_len=32", "log_every=1", "eval_every=0", "ckpt_every=0",
@@ -84,7 +93,10 @@ def test_every_usage_command_runs(tmp_path, monkeypatch, hf_tiny):
     (tmp_path / "experiments").symlink_to(README.parent / "experiments")
     counter = iter(range(1000))
     values = {"hf_model": str(hf_tiny.path), "checkpoints": "runs/demo/checkpoints", "step": "",
-              "new": lambda: str(tmp_path / f"out{next(counter)}")}
+              "new": lambda: str(tmp_path / f"out{next(counter)}"), "text_jsonl": str(tmp_path / "docs.jsonl")}
+    lines = (README.parent / "gpt2_jax" / "assets" / "corpora" / "tinyshakespeare.txt").read_text().splitlines()
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": "\n".join(lines[i:i + 20])}) + "\n"
+                                                 for i in range(0, 60, 20)))
     ran = []
     for line in usage_commands():
         if pathlib.Path("runs/demo/checkpoints").is_dir():
