@@ -12,7 +12,7 @@ NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "experiments" 
 
 
 def test_there_are_notebooks():
-    assert {p.stem for p in NOTEBOOKS} >= {"quickstart", "architecture_ablations", "tokenizer_ablation"}
+    assert {p.stem for p in NOTEBOOKS} >= {"quickstart", "architecture_ablations", "tokenizer_ablation", "scaling"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
