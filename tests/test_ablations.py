@@ -114,7 +114,7 @@ def _openai_gpt(seed: int, afn: str, config: ModelConfig):
 
 
 def _params_from_openai_gpt(model, config: ModelConfig) -> dict:
-    from gpt2_jax.export import _LAYER_NAMES
+    from gpt2_jax.export.hf import _LAYER_NAMES
 
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     wte = np.zeros((config.n_vocab_padded, config.n_embd), np.float32)
