@@ -383,21 +383,29 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     return from_dict(TrainConfig, tree)
 
 
-def load_experiment(path: str | pathlib.Path) -> TrainConfig:
-    """Runs an experiment file and returns its `get_config()`."""
+def call_in_file(path: str | pathlib.Path, function: str, expected: type, *, kind: str = "experiment",
+                 type_name: str = "", error: type[Exception] = ConfigError) -> Any:
+    """Runs a Python file (configs as code) and returns its `function()`, which must be an
+    `expected`; any problem is one `error` naming the file. `kind` names the file in messages."""
     path = pathlib.Path(path)
+    type_name = type_name or expected.__name__
     if not path.is_file():
-        raise ConfigError(f"experiment file {str(path)!r} does not exist; pass a .py file with get_config()")
-    spec = importlib.util.spec_from_file_location(f"experiment_{path.stem}", path)
+        raise error(f"{kind} file {str(path)!r} does not exist; pass a .py file with {function}()")
+    spec = importlib.util.spec_from_file_location(f"{kind}_{path.stem}", path)
     module = types.ModuleType(spec.name)
     module.__file__ = str(path)
     spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"experiment file {str(path)!r} defines no get_config(); it must return a TrainConfig")
-    cfg = module.get_config()
-    if not isinstance(cfg, TrainConfig):
-        raise ConfigError(f"get_config() in {str(path)!r} returned {type(cfg).__name__}, not a TrainConfig")
-    return cfg
+    if not hasattr(module, function):
+        raise error(f"{kind} file {str(path)!r} defines no {function}(); it must return a {type_name}")
+    value = getattr(module, function)()
+    if not isinstance(value, expected):
+        raise error(f"{function}() in {str(path)!r} returned {type(value).__name__}, not a {expected.__name__}")
+    return value
+
+
+def load_experiment(path: str | pathlib.Path) -> TrainConfig:
+    """Runs an experiment file and returns its `get_config()`."""
+    return call_in_file(path, "get_config", TrainConfig)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import pathlib
 import re
-import types
 from typing import Callable, Iterable
 
-from gpt2_jax.config import ConfigError, ModelConfig, TrainConfig, preset, to_dict
+from gpt2_jax.config import ConfigError, ModelConfig, TrainConfig, call_in_file, preset, to_dict
 from gpt2_jax.scaling.errors import ScalingError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -161,16 +159,5 @@ def isoflop(base: TrainConfig, budgets: Iterable[float], shapes: Iterable[ModelC
 
 def load_sweep(path: str | pathlib.Path) -> Sweep:
     """Runs a sweep file and returns its `get_sweep()`."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ScalingError(f"sweep file {str(path)!r} does not exist; pass a .py file with get_sweep()")
-    spec = importlib.util.spec_from_file_location(f"sweep_{path.stem}", path)
-    module = types.ModuleType(spec.name)
-    module.__file__ = str(path)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_sweep"):
-        raise ScalingError(f"sweep file {str(path)!r} defines no get_sweep(); it must return a gpt2_jax.scaling.sweep.Sweep")
-    sweep = module.get_sweep()
-    if not isinstance(sweep, Sweep):
-        raise ScalingError(f"get_sweep() in {str(path)!r} returned {type(sweep).__name__}, not a Sweep")
-    return sweep
+    return call_in_file(path, "get_sweep", Sweep, kind="sweep", type_name="gpt2_jax.scaling.sweep.Sweep",
+                        error=ScalingError)
