@@ -26,8 +26,7 @@ import pathlib
 import numpy as np
 
 from gpt2_jax.config import ModelConfig
-from gpt2_jax.export.names import (GLOBAL_TENSORS, LAYER_TENSORS, ExportError, check_dtype, get_path,
-                                   params_from_tensors, to_numpy)
+from gpt2_jax.export.names import GLOBAL_TENSORS, ExportError, check_dtype, flat_tensors, params_from_tensors
 from gpt2_jax.export.output import atomic_output
 
 ARCH = "gpt2"
@@ -44,14 +43,7 @@ def _types():
 
 def tensors(config: ModelConfig, params) -> dict[str, np.ndarray]:
     """GGUF name -> float32 array in llama.cpp's layout."""
-    p = to_numpy(params)
-    out = {names["gguf"]: get_path(p, path) for path, names in GLOBAL_TENSORS.items()}
-    out["token_embd.weight"] = out["token_embd.weight"][: config.n_vocab]
-    for t in LAYER_TENSORS:
-        stacked = get_path(p["h"], t.ours)
-        for i in range(config.n_layer):
-            out[f"blk.{i}.{t.gguf}"] = stacked[i].T if t.matrix else stacked[i]
-    return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
+    return flat_tensors(config, params, "gguf", lambda i, name: f"blk.{i}.{name}", lambda w: w.T)  # [out, in]
 
 
 def save(out: pathlib.Path, config: ModelConfig, params, vocab, dtype: str = "float32", force: bool = False) -> pathlib.Path:

@@ -106,6 +106,22 @@ def put_path(tree: dict, path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
+def flat_tensors(config: ModelConfig, params: Any, fmt: str, layer_name: Callable[[int, str], str],
+                 matrix: Callable[[np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
+    """Our params as one flat {name: float32 array} in format `fmt`'s names (a column of the tables
+    above): layers unstacked and named by `layer_name(i, per-layer name)`, matrices passed through
+    `matrix` (the format's layout), the token embedding cut to the real vocabulary."""
+    p = to_numpy(params)
+    out = {names[fmt]: get_path(p, path) for path, names in GLOBAL_TENSORS.items()}
+    wte = GLOBAL_TENSORS[("wte", "embedding")][fmt]
+    out[wte] = out[wte][: config.n_vocab]
+    for t in LAYER_TENSORS:
+        stacked = get_path(p["h"], t.ours)
+        for i in range(config.n_layer):
+            out[layer_name(i, getattr(t, fmt))] = matrix(stacked[i]) if t.matrix else stacked[i]
+    return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
+
+
 def pad_vocab(wte: np.ndarray, config: ModelConfig) -> np.ndarray:
     """Real rows [n_vocab, D] -> our table [n_vocab_padded, D] with zero padding rows (as init
     leaves them, so import(export(params)) is bit-exact)."""

@@ -24,8 +24,7 @@ import pathlib
 import numpy as np
 
 from gpt2_jax.config import ModelConfig
-from gpt2_jax.export.names import (GLOBAL_TENSORS, LAYER_TENSORS, ExportError, check_dtype, get_path,
-                                   params_from_tensors, to_numpy)
+from gpt2_jax.export.names import GLOBAL_TENSORS, ExportError, check_dtype, flat_tensors, params_from_tensors
 from gpt2_jax.export.output import atomic_output
 
 PREFIX = "model.ckpt"
@@ -33,14 +32,8 @@ PREFIX = "model.ckpt"
 
 def variables(config: ModelConfig, params) -> dict[str, np.ndarray]:
     """Our params -> {released variable name: float32 array in the released shape}."""
-    p = to_numpy(params)
-    out = {names["openai"]: get_path(p, path) for path, names in GLOBAL_TENSORS.items()}
-    out["model/wte"] = out["model/wte"][: config.n_vocab]
-    for t in LAYER_TENSORS:
-        stacked = get_path(p["h"], t.ours)
-        for i in range(config.n_layer):
-            out[f"model/h{i}/{t.openai}"] = stacked[i][None] if t.matrix else stacked[i]
-    return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
+    # The release stores matrices as 1x1 convolutions: [1, in, out].
+    return flat_tensors(config, params, "openai", lambda i, name: f"model/h{i}/{name}", lambda w: w[None])
 
 
 def hparams(config: ModelConfig) -> dict:
