@@ -3,9 +3,9 @@
 The reference is written with plain einsums and a softmax in float32 so that it is the oracle
 every faster implementation is tested against. The dispatcher offers three: "xla" (the
 reference), "cudnn" (`jax.nn.dot_product_attention` on NVIDIA GPUs, no dropout) and "pallas"
-(our flash attention kernels, gpt2_jax/kernels, with dropout; interpreted on CPU). "auto" takes
-the Pallas kernels on TPU, cuDNN on GPU unless attention dropout is on (then Pallas), and the
-reference on CPU, where the interpreted kernels only serve tests. Masked scores are set to
+(our flash attention kernels, gpt2_jax/kernels, with dropout; interpreted on CPU). What "auto"
+means, and which kernel family runs, is decided by gpt2_jax/target.py for the devices the step
+is built for (not the host's backend). Masked scores are set to
 the most negative finite float32, as Hugging Face's GPT-2 does, so a fully masked row can never
 produce NaN and masked keys get exactly zero probability.
 
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from gpt2_jax import kernels, sharding
+from gpt2_jax import target as target_lib
 from gpt2_jax.dropout import attention_keep_mask
 
 IMPLS = ("auto", "xla", "cudnn", "pallas")
@@ -86,18 +87,14 @@ def single_query_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.A
     return out.astype(v.dtype)
 
 
-def resolve_impl(impl: str, dropout_rate: float = 0.0) -> str:
-    """The implementation "auto" stands for on this platform (other names pass through)."""
+def resolve_impl(impl: str, dropout_rate: float = 0.0, *, dtype="float32", head_dim: int = 64,
+                 target: target_lib.Target | None = None) -> str:
+    """The implementation `impl` stands for on `target` (default: the one being built for), for
+    inputs of this dtype and head size; gpt2_jax/target.py holds the rules."""
     if impl not in IMPLS:
         raise ValueError(f"attention impl={impl!r} is not one of {IMPLS}")
-    if impl != "auto":
-        return impl
-    platform = jax.default_backend()
-    if platform == "tpu":
-        return "pallas"
-    if platform == "gpu":
-        return "pallas" if dropout_rate > 0 else "cudnn"
-    return "xla"
+    return target_lib.attention_impl(impl, jnp.dtype(dtype).name, dropout_rate, head_dim,
+                                     target or target_lib.current())[0]
 
 
 def dot_product_attention(
@@ -117,7 +114,7 @@ def dot_product_attention(
         raise ValueError(f"attention expects q, k, v shaped [B, T, N, H] with matching B, N, H; got {q.shape}, {k.shape}, {v.shape}")
     if dropout_rate > 0.0 and dropout_rng is None:
         raise ValueError(f"attention dropout_rate={dropout_rate} needs a dropout_rng; pass one or set dropout_rate=0")
-    impl = resolve_impl(impl, dropout_rate)
+    impl = resolve_impl(impl, dropout_rate, dtype=q.dtype, head_dim=q.shape[-1])
     if impl == "pallas":
         return _pallas_attention(q, k, v, causal, segment_ids, dropout_rate, dropout_rng)
     mask = None
@@ -130,9 +127,6 @@ def dot_product_attention(
         if dropout_rate > 0.0:
             raise ValueError(f"attention impl=cudnn has no dropout (dropout_rate={dropout_rate}); "
                              "set model.attn_pdrop=0 or use attention=pallas")
-        if jax.default_backend() != "gpu":
-            raise ValueError(f"attention impl=cudnn needs an NVIDIA GPU, this platform is {jax.default_backend()}; "
-                             "use attention=xla or attention=pallas")
         segment_mask = None if segment_ids is None else same  # [B, 1, T, T]; causality is is_causal's
         return jax.nn.dot_product_attention(q, k, v, mask=segment_mask, is_causal=causal, implementation="cudnn")
     return reference_attention(q, k, v, mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng)
@@ -146,7 +140,9 @@ def _pallas_attention(q, k, v, causal, segment_ids, dropout_rate, dropout_rng):
     block passes the global index of its first batch row and head, so its dropout mask is the
     one the unsharded call would draw."""
     seed = kernels.seed_from_key(dropout_rng) if dropout_rate > 0.0 else jnp.int32(0)
-    run = functools.partial(kernels.flash_attention, causal=causal, dropout_rate=dropout_rate)
+    family, interpret = target_lib.kernels_for(target_lib.current())
+    run = functools.partial(kernels.flash_attention, causal=causal, dropout_rate=dropout_rate,
+                            backend=family, interpret=interpret)
     placed = sharding.active_spec(("act_batch", "act_length", "act_heads", None))
     if placed is None:
         return run(q, k, v, segment_ids=segment_ids, dropout_seed=seed)
@@ -164,4 +160,7 @@ def _pallas_attention(q, k, v, causal, segment_ids, dropout_rate, dropout_rng):
     activations = PartitionSpec(batch_axes, None, head_axes, None)
     segments = None if segment_ids is None else PartitionSpec(batch_axes, None)
     return jax.shard_map(local, mesh=mesh, in_specs=(activations,) * 3 + (segments, PartitionSpec()),
-                         out_specs=activations, check_vma=False)(q, k, v, segment_ids, seed)
+                         # Compiled kernels declare outputs that vary like q (kernels/out_shape.py), so
+                         # shard_map checks varying axes; Pallas' interpreter mixes varying refs with
+                         # unvarying grid indices, which that check rejects, so it is off there.
+                         out_specs=activations, check_vma=not interpret)(q, k, v, segment_ids, seed)

@@ -37,11 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gpt2_jax import sample, train
     from gpt2_jax.tokenizer import load_tokenizer
 
-    if args.compile_only:
-        report = train.compile_only(cfg)
-        if args.json:
-            print(json.dumps(report))
-        return 0
+    if args.compile_only or args.topology:
+        return _compile_only(cfg, args)
     result = train.train(cfg, progress=not args.no_progress)
     import jax
 
@@ -64,6 +61,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         budget = min(cfg.sample_tokens, cfg.model.n_ctx - len(prompt))
         ids = sample.generate(result.params, cfg.model, prompt, max_new_tokens=budget, temperature=0.8, top_k=200, seed=cfg.seed)
         print(f"sample (temperature 0.8, top-k 200, {budget} tokens):\n{'-' * 60}\n{tok.decode(ids[0])}\n{'-' * 60}")
+    return 0
+
+
+def _compile_only(cfg, args: argparse.Namespace) -> int:
+    """`train --compile-only [--topology NAME [--slices N]] [--json]` (compile_report.py). With
+    --json the JSON report is stdout's only line and the readable one goes to stderr."""
+    from gpt2_jax import compile_report, topology
+
+    devices = topology.devices(args.topology, args.slices) if args.topology else None
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    try:
+        report = compile_report.compile_report(cfg, devices, topology=args.topology, say=say)
+    except compile_report.DoesNotFit as no_fit:
+        if args.json and no_fit.report is not None:
+            print(json.dumps(no_fit.report))
+        raise
+    if args.json:
+        print(json.dumps(report))
     return 0
 
 
@@ -111,6 +126,16 @@ def cmd_ckpt_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt2-jax", description="GPT-2 in JAX: train, sample, convert.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,8 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an experiment file with get_config(), then overrides such as steps=100 model=tiny")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.add_argument("--compile-only", action="store_true",
-                   help="lower and compile the train step for the current devices; print per-device memory and FLOPs")
-    p.add_argument("--json", action="store_true", help="with --compile-only: also print the report as JSON")
+                   help="compile the train step without running it: per-device memory against the chip's HBM, "
+                        "FLOPs, collectives, kernels, a roofline estimate (README: Planning a pod run)")
+    p.add_argument("--topology", default=None, metavar="NAME",
+                   help="with --compile-only: compile for a TPU slice instead of this machine's devices, e.g. "
+                        "v5e:2x2, v5e:16x16, v5p:8x8x16, v5p-1024 (needs libtpu, no TPU)")
+    p.add_argument("--slices", type=_positive_int, default=1, metavar="N",
+                   help="with --topology: N slices joined by the data-center network (data parallel across them)")
+    p.add_argument("--json", action="store_true", help="with --compile-only: print the report as JSON on stdout")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate text from a checkpoint")

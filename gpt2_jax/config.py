@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 DTYPES = ("float32", "bfloat16")
 SHARDING_RULES = ("dp", "fsdp", "fsdp_tp")  # defined in sharding.py
-REMAT_POLICIES = ("auto", "none", "full", "dots")  # auto: by model size, see backend_defaults.py
+REMAT_POLICIES = ("auto", "none", "full", "dots")  # auto: by model size, see target.py
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "pallas")  # see attention.py
 NAN_POLICIES = ("skip", "stop")  # what the loop does after a non-finite loss or gradient
 # Ablation switches (GPT-2 value first); see ModelConfig and model.py.
@@ -61,7 +61,7 @@ class ModelConfig:
     vocab_multiple: int = 128  # pad the vocabulary so sharded and tiled matmuls divide evenly
     dtype: str = "float32"  # compute dtype; parameters are always float32
     # Layer loop: true = one compiled block (lax.scan), false = unrolled (same stacked parameters
-    # [L, ...]), auto = per backend at build time (backend_defaults.py: unrolled on GPU, scanned elsewhere).
+    # [L, ...]), auto = per backend at build time (target.py: unrolled for shallow models on GPU, scanned elsewhere).
     scan_layers: bool | str = "auto"
     remat: str = "auto"  # rematerialisation policy per block in the backward pass; auto = by size
     attention: str = "auto"  # auto | xla | cudnn | pallas: which attention.py implementation trains
@@ -166,11 +166,15 @@ class MeshConfig:
     fsdp: int = -1
     tensor: int = 1
     rules: str = "fsdp"  # how parameters and activations map onto the axes (see sharding.py)
+    # Data parallelism across TPU slices (over the data-center network); `data`, `fsdp`, `tensor`
+    # then describe one slice. 0 = one group per slice the devices span (1 on a single slice).
+    dcn_data: int = 0
 
     def __post_init__(self):
         for name in ("data", "fsdp", "tensor"):
             value = getattr(self, name)
             _check(value >= 1 or value == -1, f"mesh.{name}={value} must be a positive integer or -1 (the rest)")
+        _check(self.dcn_data >= 0, f"mesh.dcn_data={self.dcn_data} must be >= 0 (0 = one per slice)")
         _check(self.rules in SHARDING_RULES, f"mesh.rules={self.rules!r} is not one of {SHARDING_RULES}")
 
 

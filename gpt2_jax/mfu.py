@@ -13,26 +13,14 @@ table entry (CPUs) report None, printed as "n/a".
 References:
   Chowdhery et al. 2022, "PaLM", appendix B.
   Kaplan et al. 2020, "Scaling Laws for Neural Language Models", section 2.1.
-  Peak numbers: vendor datasheets (dense, no sparsity): NVIDIA H100 SXM 989 TFLOP/s bf16,
-  H200 989, A100 312; Google Cloud TPU v4 275, v5e 197, v5p 459, v6e (Trillium) 918.
+  Peak numbers: gpt2_jax/chips.py (vendor datasheets, dense, no sparsity).
 """
 
 from __future__ import annotations
 
+from gpt2_jax.chips import chip
 from gpt2_jax.config import ModelConfig
 from gpt2_jax.model import non_embedding_params
-
-# device_kind substring (lower case) -> peak dense bf16 FLOP/s per device
-PEAK_FLOPS = {
-    "h200": 989e12,
-    "h100": 989e12,
-    "a100": 312e12,
-    "tpu v6": 918e12,
-    "tpu v5p": 459e12,
-    "tpu v5 lite": 197e12,
-    "tpu v5e": 197e12,
-    "tpu v4": 275e12,
-}
 
 
 def flops_per_token(config: ModelConfig, seq_len: int) -> float:
@@ -41,11 +29,9 @@ def flops_per_token(config: ModelConfig, seq_len: int) -> float:
 
 
 def peak_flops(device_kind: str) -> float | None:
-    kind = device_kind.lower()
-    for key, peak in PEAK_FLOPS.items():
-        if key in kind:
-            return peak
-    return None
+    """Peak dense bf16 FLOP/s of one device of this kind (gpt2_jax/chips.py), None if unknown."""
+    row = chip(device_kind)
+    return None if row is None else row.peak_bf16_flops
 
 
 def mfu(tokens_per_second: float, config: ModelConfig, seq_len: int, device_kind: str, n_devices: int) -> float | None:

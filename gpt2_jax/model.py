@@ -14,8 +14,8 @@ Kernels are [in, out], the layout of OpenAI's checkpoints and of Hugging Face's 
 conversion is a rename. The vocabulary is padded (50257 -> 50304) so matmuls tile and shard
 evenly; the padded rows start at zero and their logits are masked so they never get probability.
 
-`scan_layers=False` (the "auto" choice on GPU) runs the same scan fully unrolled, so both modes
-share one parameter layout.
+`scan_layers=False` (the "auto" choice for shallow models on GPU, gpt2_jax/target.py) runs the
+same scan fully unrolled, so both modes share one parameter layout.
 Decoding uses an explicit KV cache (`init_cache`) passed in and returned, never hidden state.
 
 Ablation switches (ModelConfig; defaults = GPT-2) each change only what they name:
@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from gpt2_jax.attention import causal_mask, dot_product_attention, reference_attention, single_query_attention
-from gpt2_jax.backend_defaults import layer_loop_is_scanned, remat_policy
+from gpt2_jax import target
 from gpt2_jax.config import ModelConfig
 from gpt2_jax.dropout import Dropout
 from gpt2_jax.sharding import constrain
@@ -204,7 +204,8 @@ class GPT(nn.Module):
         x = constrain(wte(tokens) + position_table[None], RESIDUAL)  # [B, T, D]
         x = Dropout(rate=cfg.embd_pdrop, deterministic=deterministic)(x).astype(dtype)
 
-        block, scanned, remat = Block, layer_loop_is_scanned(cfg), remat_policy(cfg)  # "auto" resolved here
+        decided = target.decide(cfg)  # "auto" resolved for the devices this step is built for
+        block, scanned, remat = Block, decided.scan_layers, decided.remat
         if remat != "none":
             block = nn.remat(Block, policy=_REMAT_POLICIES[remat], prevent_cse=not scanned)
         layers = nn.scan(

@@ -107,17 +107,37 @@ def mesh_shape(cfg: MeshConfig, n_devices: int) -> tuple[int, int, int]:
     return tuple(sizes)
 
 
+def slice_count(devices: list) -> int:
+    """How many TPU slices (joined by the data-center network) the devices span; 1 elsewhere."""
+    return len({getattr(d, "slice_index", 0) for d in devices})
+
+
 def make_mesh(cfg: MeshConfig, devices: list | None = None) -> Mesh:
-    """A (data, fsdp, tensor) mesh with Auto axis types (pjit-style automatic sharding)."""
-    devices = jax.devices() if devices is None else devices
-    shape = mesh_shape(cfg, len(devices))
+    """A (data, fsdp, tensor) mesh with Auto axis types (pjit-style automatic sharding).
+
+    Devices in several slices get a hybrid mesh: the (data, fsdp, tensor) shape is laid out
+    within each slice (over ICI) and `data` is multiplied by the slice count across slices (over
+    DCN), so only data-parallel gradient reductions cross the slow network (MaxText's
+    dcn_data_parallelism; jax.experimental.mesh_utils.create_hybrid_device_mesh)."""
+    devices = jax.devices() if devices is None else list(devices)
+    slices = slice_count(devices)
+    dcn = cfg.dcn_data or slices
+    if dcn != slices:
+        raise ConfigError(f"mesh.dcn_data={cfg.dcn_data} but the devices span {slices} slice(s); set "
+                          f"mesh.dcn_data={slices} (or 0: one data-parallel group per slice)")
+    shape = mesh_shape(cfg, len(devices) // slices)
     rule_set = rules(cfg.rules)
     used = {a for v in rule_set.values() for a in (v if isinstance(v, tuple) else (v,))}
     for axis, size in zip(MESH_AXES, shape):
         if size > 1 and axis not in used:
             raise ConfigError(f"mesh.{axis}={size} but rule set {cfg.rules!r} shards nothing over {axis!r}; "
                               f"set mesh.{axis}=1 or use mesh.rules=fsdp_tp")
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+    if slices == 1:
+        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+    from jax.experimental import mesh_utils
+
+    grid = mesh_utils.create_hybrid_device_mesh(shape, (dcn, 1, 1), devices=devices)
+    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
 
 def logical_to_spec(logical: tuple[str | None, ...], rule_set: dict[str, Any]) -> PartitionSpec:

@@ -32,8 +32,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm  # a widget in Jupyter, the usual bar in a terminal
 
-from gpt2_jax import backend_defaults, checkpoint, distributed, mfu, preemption, sharding
-from gpt2_jax.backend_defaults import layer_loop_is_scanned, remat_policy
+from gpt2_jax import checkpoint, distributed, mfu, preemption, sharding
+from gpt2_jax import target as target_lib
 from gpt2_jax.config import ABLATION_SWITCHES, ConfigError, TrainConfig, to_dict
 from gpt2_jax.data.bundled_vocab import bits_per_byte, build_vocab, bytes_per_token
 from gpt2_jax.data.loader import TokenLoader
@@ -162,11 +162,17 @@ class Trainer:
     train_step: Callable
     eval_step: Callable
     init_state: Callable
+    target: target_lib.Target  # what the steps are built for (the mesh's devices)
+    decisions: target_lib.Decisions  # the model's "auto" settings resolved for that target
 
     @classmethod
     def build(cls, cfg: TrainConfig, devices: list | None = None) -> "Trainer":
-        """`devices` defaults to all devices (of all processes)."""
+        """`devices` defaults to all devices (of all processes); they may be devices of another
+        platform than the host's (a TPU topology to compile for), which then decide every
+        platform setting (gpt2_jax/target.py)."""
         mesh = sharding.make_mesh(cfg.mesh, devices)
+        target = target_lib.Target.of(mesh.devices.flat)
+        decisions = target_lib.decide(cfg.model, target)  # raises now, not mid-trace, on a bad choice
         batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
         micro = cfg.batch_size // cfg.grad_accum
         if micro % batch_shards:
@@ -196,62 +202,25 @@ class Trainer:
                                           abstract, state_shardings)
         step_fn, eval_fn = make_train_step(cfg, tx, dropout_rng), make_eval_step(cfg)
 
-        # Activation constraints apply while the steps are traced, inside the jit call.
+        # Activation constraints and platform decisions apply while the steps are traced, inside
+        # the jit call.
         def sharded_step(state, batch):
-            with sharding.activation_rules(mesh, cfg.mesh.rules):
+            with sharding.activation_rules(mesh, cfg.mesh.rules), target_lib.building_for(target):
                 return step_fn(state, batch)
 
         def sharded_eval(params, batch):
-            with sharding.activation_rules(mesh, cfg.mesh.rules):
+            with sharding.activation_rules(mesh, cfg.mesh.rules), target_lib.building_for(target):
                 return eval_fn(params, batch)
 
         train_step = jax.jit(sharded_step, in_shardings=(state_shardings, batch_sharding),
                              out_shardings=(state_shardings, replicated), donate_argnums=0)
         eval_step = jax.jit(sharded_eval, in_shardings=(param_shardings, batch_sharding), out_shardings=replicated)
         init = jax.jit(lambda: init_state(init_rng), out_shardings=state_shardings)
-        return cls(cfg, mesh, tx, state_shardings, batch_sharding, abstract, train_step, eval_step, init)
+        return cls(cfg, mesh, tx, state_shardings, batch_sharding, abstract, train_step, eval_step, init,
+                   target, decisions)
 
     def abstract_batch(self) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct((self.cfg.batch_size, self.cfg.seq_len + 1), jnp.int32, sharding=self.batch_sharding)
-
-
-def compile_only(cfg: TrainConfig, say: Callable[[str], None] = print) -> dict:
-    """Lowers and compiles the train step for the current devices without allocating the state;
-    returns (and prints) per-device memory and FLOPs per step."""
-    distributed.initialize(cfg.distributed)
-    trainer = Trainer.build(cfg)
-    t0 = time.perf_counter()
-    compiled = trainer.train_step.lower(trainer.abstract_state, trainer.abstract_batch()).compile()
-    seconds = time.perf_counter() - t0
-    memory = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    report = {
-        "devices": jax.device_count(),
-        "device_kind": jax.devices()[0].device_kind,
-        "mesh": dict(trainer.mesh.shape),
-        "rules": cfg.mesh.rules,
-        "remat": backend_defaults.remat_policy(cfg.model),
-        "compile_seconds": seconds,
-        "argument_bytes": int(memory.argument_size_in_bytes),
-        "output_bytes": int(memory.output_size_in_bytes),
-        "alias_bytes": int(memory.alias_size_in_bytes),
-        "temp_bytes": int(memory.temp_size_in_bytes),
-        "xla_flops_per_device": float(cost.get("flops", float("nan"))) if cost else float("nan"),
-        "model_flops_per_step": mfu.flops_per_token(cfg.model, cfg.seq_len) * cfg.batch_size * cfg.seq_len,
-    }
-    # Donated state aliases its outputs, so peak ~ arguments + temporaries + non-aliased outputs.
-    report["peak_bytes"] = report["argument_bytes"] + report["temp_bytes"] + report["output_bytes"] - report["alias_bytes"]
-    gib = 2**30
-    say(f"compile-only: {sharding.describe(trainer.mesh)}, rules {cfg.mesh.rules}, {backend_defaults.describe(cfg.model)}, "
-        f"batch {cfg.batch_size} x {cfg.seq_len}, compiled in {seconds:.1f} s")
-    say(f"per-device memory: arguments {report['argument_bytes'] / gib:.2f} GiB, temporaries "
-        f"{report['temp_bytes'] / gib:.2f} GiB, outputs {report['output_bytes'] / gib:.2f} GiB "
-        f"(aliased {report['alias_bytes'] / gib:.2f}); peak ~ {report['peak_bytes'] / gib:.2f} GiB")
-    say(f"FLOPs per step: XLA cost analysis {report['xla_flops_per_device']:.4g} per device"
-        f"{' (XLA counts the scanned layer body once)' if backend_defaults.layer_loop_is_scanned(cfg.model) else ''}; "
-        f"model (6N + 12LTD) {report['model_flops_per_step']:.4g} in total")
-    return report
 
 
 @dataclasses.dataclass
@@ -425,15 +394,15 @@ def train(cfg: TrainConfig, *, say: Callable[[str], None] = print, progress: boo
 
     n_params = count_params(state.params, cfg.model)
     tokens_per_step = cfg.batch_size * cfg.seq_len
-    device = jax.devices()[0]
+    device = trainer.mesh.devices.flat[0]  # MFU counts the devices this run's mesh uses
     flops = mfu.flops_per_token(cfg.model, cfg.seq_len)
     peak = mfu.peak_flops(device.device_kind)
     say(f"model: {n_params:,} parameters (L={cfg.model.n_layer} D={cfg.model.n_embd} N={cfg.model.n_head} "
         f"T={cfg.seq_len} V={cfg.model.n_vocab}); batch {cfg.batch_size} x {cfg.seq_len} = {tokens_per_step:,} tokens/step")
     say(f"mesh: {sharding.describe(trainer.mesh)}, rules {cfg.mesh.rules}; processes: {jax.process_count()}; "
-        f"{backend_defaults.describe(cfg.model)}")
+        f"{trainer.decisions.describe(cfg.model)}")
     say(f"MFU: FLOPs/token = 6*N + 12*L*T*D = {flops:.4g}; peak for {device.device_kind!r} "
-        f"x{jax.device_count()}: {'n/a' if peak is None else f'{peak:.3g} FLOP/s'}")
+        f"x{trainer.mesh.size}: {'n/a' if peak is None else f'{peak:.3g} FLOP/s'}")
 
     start_step = int(state.step)
     if main:
@@ -494,7 +463,7 @@ def train(cfg: TrainConfig, *, say: Callable[[str], None] = print, progress: boo
                     if done > window_start:
                         tps = (done - window_start) * tokens_per_step / (now - t_window)
                         record["tokens_per_sec"] = tps
-                        record["mfu"] = mfu.mfu(tps, cfg.model, cfg.seq_len, device.device_kind, jax.device_count())
+                        record["mfu"] = mfu.mfu(tps, cfg.model, cfg.seq_len, device.device_kind, trainer.mesh.size)
                         result.tokens_per_sec = tps
                         t_window, window_start = now, done
                     record.update({k: float(v) for k, v in metrics.items() if k != "finite"})

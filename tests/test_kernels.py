@@ -195,12 +195,15 @@ def test_block_sizes_shrink_for_short_sequences():
     assert isinstance(KernelConfigError("x"), ValueError)
 
 
-@pytest.mark.parametrize("platform,rate,want", [
-    ("tpu", 0.0, "pallas"), ("tpu", 0.1, "pallas"), ("gpu", 0.0, "cudnn"), ("gpu", 0.1, "pallas"), ("cpu", 0.1, "xla"),
+@pytest.mark.parametrize("platform,rate,dtype,want", [
+    ("tpu", 0.0, "float32", "pallas"), ("tpu", 0.1, "bfloat16", "pallas"), ("gpu", 0.0, "bfloat16", "cudnn"),
+    ("gpu", 0.0, "float32", "pallas"), ("gpu", 0.1, "bfloat16", "pallas"), ("cpu", 0.1, "bfloat16", "xla"),
 ])
-def test_auto_picks_per_platform(monkeypatch, platform, rate, want):
-    from gpt2_jax import attention
+def test_auto_picks_per_target(platform, rate, dtype, want):
+    from gpt2_jax import attention, target
 
-    monkeypatch.setattr(attention.jax, "default_backend", lambda: platform)
-    assert attention.resolve_impl("auto", rate) == want
-    assert attention.resolve_impl("xla", rate) == "xla"
+    where = target.Target(platform, {"tpu": "TPU v5 lite", "gpu": "NVIDIA H100 80GB HBM3", "cpu": "cpu"}[platform])
+    assert attention.resolve_impl("auto", rate, dtype=dtype, target=where) == want
+    assert attention.resolve_impl("xla", rate, dtype=dtype, target=where) == "xla"
+    with target.building_for(where):  # what a step built for those devices sees while it is traced
+        assert attention.resolve_impl("auto", rate, dtype=dtype) == want

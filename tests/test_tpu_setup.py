@@ -6,6 +6,7 @@ import os
 import pathlib
 import shlex
 import subprocess
+import sys
 
 
 SETUP = pathlib.Path(__file__).parent.parent / "tpu_setup"
@@ -42,7 +43,9 @@ def test_install_without_repo_url_is_an_error():
 
 
 def test_launch_passes_overrides_and_auto_distributed():
-    (cmd,) = dry_run("launch.sh", "experiments/gpt2_124m_openwebtext.py", "data.path=gs://bucket/owt")
+    (check, cmd) = dry_run("launch.sh", "experiments/gpt2_124m_openwebtext.py", "data.path=gs://bucket/owt")
+    assert check == ["gpt2-jax", "train", "experiments/gpt2_124m_openwebtext.py", "data.path=gs://bucket/owt",
+                     "--compile-only", "--topology", "v4-32"]
     assert "--worker=all" in cmd
     remote = shlex.split(cmd[-1].removeprefix("--command="))
     assert remote[:5] == ["cd", "gpt2_jax", "&&", "nohup", "~/venv/bin/gpt2-jax"]
@@ -86,3 +89,22 @@ def test_sweep_launch_bad_input():
     proc = subprocess.run(["bash", str(SETUP / "sweep.sh"), "--dry-run"], capture_output=True, text=True,
                           env={**env, "TPU_HOSTS": "2"}, timeout=30)
     assert proc.returncode == 2 and "give a sweep file" in proc.stderr
+
+
+def test_launch_compiles_for_the_slice_first_and_stops_when_it_cannot_fit(tmp_path):
+    """Not a dry run: the compile check runs for real (libtpu, no TPU) and refuses gpt2-xl at 64
+    sequences per v5e chip without remat, so gcloud (a stand-in that records calls) never runs."""
+    calls = tmp_path / "gcloud_calls"
+    fake = tmp_path / "bin" / "gcloud"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    fake.chmod(0o755)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TPU_")}, **ENV, "TPU_TYPE": "v5litepod-4",
+           "PATH": f"{fake.parent}:{os.environ['PATH']}", "GPT2_JAX": f"{sys.executable} -m gpt2_jax",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(["bash", str(SETUP / "launch.sh"), "model=gpt2-xl", "data.vocab=gpt2", "batch_size=256",
+                           "model.dtype=bfloat16", "model.remat=none"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "GiB per device" in proc.stderr and "nothing was started on the slice" in proc.stderr
+    assert not calls.exists()

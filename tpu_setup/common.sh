@@ -36,3 +36,17 @@ run() {
 on_all_workers() {
   run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$TPU_ZONE" $(project_flag) --worker=all --command="$1"
 }
+
+# compile_check train ARGS...: compile the train step for this slice ($TPU_TYPE) on this machine,
+# with libtpu and no TPU (gpt2-jax train --compile-only --topology), before pod time is spent. A
+# config that does not fit the chips' memory stops the script here with gpt2-jax's error line.
+# GPT2_JAX names the command (default: gpt2-jax); SKIP_COMPILE_CHECK=1 skips the check.
+compile_check() {
+  [[ "${SKIP_COMPILE_CHECK:-0}" == "1" ]] && return 0
+  local -a gpt2_jax
+  read -ra gpt2_jax <<< "${GPT2_JAX:-gpt2-jax}"
+  run "${gpt2_jax[@]}" "$@" --compile-only --topology "$TPU_TYPE" || {
+    echo "error: the compile check for $TPU_TYPE failed (above); nothing was started on the slice" >&2
+    exit 2
+  }
+}

@@ -85,7 +85,7 @@ def run_ours(preset: str, batch: int, seq: int, overrides: list[str], steps: int
     import jax
     import numpy as np
 
-    from gpt2_jax import backend_defaults, mfu
+    from gpt2_jax import mfu, target
     from gpt2_jax.config import TrainConfig, apply_overrides
     from gpt2_jax.train import Trainer
 
@@ -111,7 +111,7 @@ def run_ours(preset: str, batch: int, seq: int, overrides: list[str], steps: int
     stats = getattr(jax.devices()[0], "memory_stats", lambda: None)() or {}
     return dict(ms=1e3 * sec, tokens_per_s=batch * seq / sec, mfu=mfu.mfu(batch * seq / sec, cfg.model, seq, kind, 1),
                 first_s=first_s, loss_first=loss_first, loss_last=float(metrics["loss"]), device=kind,
-                resolved=backend_defaults.describe(cfg.model), peak_gib=stats.get("peak_bytes_in_use", 0) / 2**30 or None)
+                resolved=target.decide(cfg.model).describe(cfg.model), peak_gib=stats.get("peak_bytes_in_use", 0) / 2**30 or None)
 
 
 def run_kernels(smoke: bool) -> dict:

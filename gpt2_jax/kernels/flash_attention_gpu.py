@@ -28,6 +28,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from gpt2_jax.kernels import dropout_mask, tile_math
+from gpt2_jax.kernels import out_shape
 from gpt2_jax.kernels.spec import KernelSpec
 
 
@@ -124,7 +125,7 @@ def forward(q, k, v, q_seg, k_seg, rng, spec: KernelSpec):
         grid=(nq, B, N),
         in_specs=[*in_specs, q_tile, whole, whole],
         out_specs=[q_tile, pl.BlockSpec((None, None, bq), lambda i, b, n: (b, n, nq - 1 - i))],
-        out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((B, N, Tp), jnp.float32)],
+        out_shape=[out_shape.like(q.shape, q.dtype, q), out_shape.like((B, N, Tp), jnp.float32, q)],
         compiler_params=plgpu.CompilerParams(num_warps=spec.blocks.num_warps, num_stages=spec.blocks.num_stages),
         interpret=spec.interpret,
         name="gpt2_flash_attention_fwd",
@@ -240,7 +241,7 @@ def backward(q, k, v, q_seg, k_seg, rng, o, lse, do, delta, spec: KernelSpec):
         grid=(Tp // bk, B, N),
         in_specs=[*extra_specs, whole, k_tile, k_tile, whole, whole_row, whole_row],
         out_specs=[k_tile, k_tile],
-        out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+        out_shape=[out_shape.like(k.shape, k.dtype, q), out_shape.like(v.shape, v.dtype, q)],
         compiler_params=params,
         interpret=spec.interpret,
         name="gpt2_flash_attention_dkv",
@@ -258,7 +259,7 @@ def backward(q, k, v, q_seg, k_seg, rng, o, lse, do, delta, spec: KernelSpec):
         grid=(nq, B, N),
         in_specs=[*extra_specs, q_tile, whole, whole, q_tile, row_tile, row_tile],
         out_specs=q_tile,
-        out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
+        out_shape=out_shape.like(q.shape, q.dtype, q),
         compiler_params=params,
         interpret=spec.interpret,
         name="gpt2_flash_attention_dq",

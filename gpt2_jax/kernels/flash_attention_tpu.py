@@ -26,6 +26,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from gpt2_jax.kernels import dropout_mask, tile_math
+from gpt2_jax.kernels import out_shape
 from gpt2_jax.kernels.spec import KernelSpec
 
 
@@ -148,7 +149,7 @@ def forward(q, k, v, q_seg, k_seg, rng, spec: KernelSpec):
     seg = _segment_specs(spec, lambda b, n, i, j, *_: (b, i, 0), k_seg_tile, bq, bk)
     out, lse = _call(
         _forward_kernel, spec, (B, N, Tp // bq, Tp // bk), [*seg, q_tile, kv, kv], [q_tile, row_tile],
-        [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((B, N, Tp, 1), jnp.float32)],
+        [out_shape.like(q.shape, q.dtype, q), out_shape.like((B, N, Tp, 1), jnp.float32, q)],
         [pltpu.VMEM((bq, 1), jnp.float32), pltpu.VMEM((bq, 1), jnp.float32), pltpu.VMEM((bq, H), jnp.float32)],
         "gpt2_flash_attention_fwd_tpu",
     )(_rng_or_zeros(rng), *_segment_args(q_seg), q, k, v)
@@ -234,7 +235,7 @@ def backward(q, k, v, q_seg, k_seg, rng, o, lse, do, delta, spec: KernelSpec):
                          lambda b, n, j, i, *_: (b, 0, j), bq, bk)
     dk, dv = _call(
         _dkv_kernel, spec, (B, N, Tp // bk, Tp // bq), [*seg, q_tile, k_tile, k_tile, q_tile, row_tile, row_tile],
-        [k_tile, k_tile], [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+        [k_tile, k_tile], [out_shape.like(k.shape, k.dtype, q), out_shape.like(v.shape, v.dtype, q)],
         [pltpu.VMEM((bk, H), jnp.float32), pltpu.VMEM((bk, H), jnp.float32)],
         "gpt2_flash_attention_dkv_tpu",
     )(rng, *_segment_args(q_seg), q, k, v, do, lse, delta)
@@ -253,7 +254,7 @@ def backward(q, k, v, q_seg, k_seg, rng, o, lse, do, delta, spec: KernelSpec):
                          lambda b, n, i, j, *_: (b, 0, kv_tile(b, n, i, j)[2]), bq, bk)
     (dq,) = _call(
         _dq_kernel, spec, (B, N, Tp // bq, Tp // bk), [*seg, q_tile, kv, kv, q_tile, row_tile, row_tile],
-        [q_tile], [jax.ShapeDtypeStruct(q.shape, q.dtype)], [pltpu.VMEM((bq, H), jnp.float32)],
+        [q_tile], [out_shape.like(q.shape, q.dtype, q)], [pltpu.VMEM((bq, H), jnp.float32)],
         "gpt2_flash_attention_dq_tpu",
     )(rng, *_segment_args(q_seg), q, k, v, do, lse, delta)
     return tuple(x.transpose(0, 2, 1, 3) for x in (dq, dk, dv))

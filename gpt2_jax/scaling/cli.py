@@ -20,7 +20,7 @@ import sys
 from gpt2_jax.scaling.errors import ScalingError
 
 # Assumed sustained training throughput for --dry-run time estimates when none is given:
-# a fraction of peak on known accelerators (mfu.PEAK_FLOPS); on CPUs a rate measured here
+# a fraction of peak on known accelerators (gpt2_jax/chips.py); on CPUs a rate measured here
 # (the shipped CPU study, experiments/benchmarks/RESULTS.md).
 ASSUMED_MFU = 0.3
 CPU_FLOPS_PER_SEC = 1e10  # the study's largest point ran at 1.4e10 FLOP/s on a shared 2-core CPU

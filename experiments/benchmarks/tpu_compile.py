@@ -1,0 +1,99 @@
+"""Plan TPU pod runs without a TPU: compile the four GPT-2 sizes for several TPU slices.
+
+Each row runs `gpt2-jax train model=M data.vocab=gpt2 model.dtype=bfloat16 batch_size=B
+--compile-only --topology T --json` in a fresh process (libtpu compiles for the slice on this
+CPU host) and tabulates per-device peak memory against the chip's HBM, whether it fits, the
+compile time, the collectives and the roofline estimate of MFU (gpt2_jax/compile_report.py).
+Batches are what a user would start from: sequences per chip 8 (gpt2, gpt2-medium) or 4
+(gpt2-large, gpt2-xl), the whole slice as one fsdp axis, bf16 compute, defaults otherwise.
+
+  python experiments/benchmarks/tpu_compile.py            # the table (minutes per row on 2 cores)
+  python experiments/benchmarks/tpu_compile.py --smoke    # one tiny row, to check the script
+
+References: gpt2_jax/compile_report.py; MaxText's train_compile.py (the same idea).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+SIZES = {"gpt2": 8, "gpt2-medium": 8, "gpt2-large": 4, "gpt2-xl": 4}  # preset -> sequences per chip
+SLICES = [("v5e-16", 16, 1), ("v5e-256", 256, 1), ("v5p-128", 64, 1), ("v6e-64", 64, 1)]
+TWO_SLICE = [("v5e-256", 256, 2)]
+
+
+def run_row(model: str, per_chip: int, topo: str, chips: int, slices: int, extra: list[str]) -> dict:
+    batch = per_chip * chips * slices
+    cmd = [sys.executable, "-m", "gpt2_jax", "train", f"model={model}", "data.vocab=gpt2", f"batch_size={batch}",
+           "model.dtype=bfloat16", *extra, "--compile-only", "--topology", topo, "--slices", str(slices), "--json"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    row = {"model": model, "topology": topo, "slices": slices, "batch": batch, "per_chip": per_chip,
+           "extra": " ".join(extra), "wall_s": wall, "rc": done.returncode}
+    if done.stdout.strip():
+        row["report"] = json.loads(done.stdout.strip().splitlines()[-1])
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    row["error"] = errors[-1] if errors else (None if done.returncode == 0 else done.stderr.strip()[-300:])
+    return row
+
+
+def fmt(row: dict) -> str:
+    r = row.get("report")
+    name = f"{row['model']} {row['extra']}".strip()
+    where = row["topology"] + (f" x{row['slices']}" if row["slices"] > 1 else "")
+    if r is None:
+        return f"| {name} | {where} | {row['batch']} ({row['per_chip']}/chip) | - | no ({row['error']}) | - | - | - | - |"
+    mesh = "x".join(str(v) for v in r["mesh"].values())
+    gib = r["peak_bytes"] / 2**30
+    fits = "yes" if r["fits"] else "NO"
+    roof = r["roofline"] or {}
+    coll = ", ".join(f"{k.split('-')[0] if k != 'collective-permute' else 'permute'} {v}"
+                     for k, v in r["collectives"].items() if v)
+    mfu = f"{100 * roof['mfu']:.0f}% ({roof['bound']})" if roof.get("mfu") else "-"
+    return (f"| {name} | {where} | {row['batch']} ({row['per_chip']}/chip) | {mesh} | {fits}: {gib:.2f} of "
+            f"{r['hbm_bytes'] / 2**30:.1f} GiB | {r['compile_seconds']:.0f} | {coll} | {r['kernel_custom_calls']} | {mfu} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="one tiny row")
+    parser.add_argument("--only", default=None, help="comma-separated presets")
+    parser.add_argument("--out", default=None, help="also write the rows as JSON lines here")
+    args = parser.parse_args()
+    if args.smoke:
+        plan = [("tiny", 2, "v5e:2x2", 4, 1, []), ("tiny", 2, "v5e:2x2", 4, 2, [])]
+    else:
+        models = args.only.split(",") if args.only else list(SIZES)
+        plan = [(m, SIZES[m], t, c, s, []) for m in models for t, c, s in SLICES]
+        plan += [(m, SIZES[m], t, c, s, []) for m in models for t, c, s in TWO_SLICE if m in ("gpt2", "gpt2-xl")]
+    print(f"# TPU compile plan, {datetime.date.today()}, host {platform.node()} ({os.cpu_count()} cores), "
+          f"load {os.getloadavg()[0]:.1f}, python {platform.python_version()}")
+    print("| model | slice | batch | mesh d x f x t | fits (peak per device) | compile s | collectives | kernels | MFU estimate |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    out = open(args.out, "a") if args.out else None
+    for model, per_chip, topo, chips, slices, extra in plan:
+        row = run_row(model, per_chip, topo, chips, slices, extra)
+        print(fmt(row), flush=True)
+        if row.get("report") and row["report"]["fits"] is False or (row["error"] and "GiB per device" in (row["error"] or "")):
+            fixed = run_row(model, per_chip, topo, chips, slices, ["model.remat=full"])
+            print(fmt(fixed), flush=True)
+            rows = [row, fixed]
+        else:
+            rows = [row]
+        if out:
+            for r in rows:
+                out.write(json.dumps(r) + "\n")
+                out.flush()
+
+
+if __name__ == "__main__":
+    main()
