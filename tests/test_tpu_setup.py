@@ -45,7 +45,7 @@ def test_install_without_repo_url_is_an_error():
 def test_launch_passes_overrides_and_auto_distributed():
     (check, cmd) = dry_run("launch.sh", "experiments/gpt2_124m_openwebtext.py", "data.path=gs://bucket/owt")
     assert check == ["gpt2-jax", "train", "experiments/gpt2_124m_openwebtext.py", "data.path=gs://bucket/owt",
-                     "--compile-only", "--topology", "v4-32"]
+                     "--compile-only", "--topology", "v4-32", "--slices", "1"]
     assert "--worker=all" in cmd
     remote = shlex.split(cmd[-1].removeprefix("--command="))
     assert remote[:5] == ["cd", "gpt2_jax", "&&", "nohup", "~/venv/bin/gpt2-jax"]
@@ -108,3 +108,12 @@ def test_launch_compiles_for_the_slice_first_and_stops_when_it_cannot_fit(tmp_pa
     assert proc.returncode == 2, proc.stderr
     assert "GiB per device" in proc.stderr and "nothing was started on the slice" in proc.stderr
     assert not calls.exists()
+
+
+def test_multislice_creates_n_nodes_checks_n_slices_and_launches_on_each():
+    env = {"TPU_SLICES": "2", "TPU_TYPE": "v5litepod-256"}
+    (create, _) = dry_run("create.sh", env=env)
+    assert "--node-count=2" in create and "--node-prefix=exp1" in create and not any(a.startswith("--node-id") for a in create)
+    (check, *launches) = dry_run("launch.sh", "model=gpt2-xl", env=env)
+    assert check[-4:] == ["--topology", "v5litepod-256", "--slices", "2"]
+    assert [cmd[5] for cmd in launches] == ["exp1-0", "exp1-1"] and all("--worker=all" in cmd for cmd in launches)

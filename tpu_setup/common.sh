@@ -9,6 +9,7 @@ TPU_ZONE="${TPU_ZONE:-us-central2-b}"
 TPU_PROJECT="${TPU_PROJECT:-}"
 TPU_TYPE="${TPU_TYPE:-v4-32}"                        # accelerator type: v4-8 is one host, v4-32 four
 TPU_RUNTIME="${TPU_RUNTIME:-tpu-ubuntu2204-base}"
+TPU_SLICES="${TPU_SLICES:-1}"                        # >1: a multislice of that many TPU_TYPE slices (DCN)
 REPO_URL="${REPO_URL:-}"                             # git URL of your gpt2_jax checkout (install.sh)
 REPO_REF="${REPO_REF:-main}"
 DRY_RUN="${DRY_RUN:-0}"
@@ -32,9 +33,18 @@ run() {
   fi
 }
 
-# on_all_workers 'shell command': the same command on every host of the slice, in parallel.
+# The TPU VMs: the slice itself, or TPU_NAME-0 .. TPU_NAME-(N-1) for a multislice of N slices
+# (queued resources name the nodes of a --node-count request PREFIX-i).
+nodes() {
+  if [[ "$TPU_SLICES" == "1" ]]; then echo "$TPU_NAME"; else seq -f "$TPU_NAME-%g" 0 $(( TPU_SLICES - 1 )); fi
+}
+
+# on_all_workers 'shell command': the same command on every host of every slice, in parallel.
 on_all_workers() {
-  run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$TPU_ZONE" $(project_flag) --worker=all --command="$1"
+  local node
+  for node in $(nodes); do
+    run gcloud compute tpus tpu-vm ssh "$node" --zone="$TPU_ZONE" $(project_flag) --worker=all --command="$1"
+  done
 }
 
 # compile_check train ARGS...: compile the train step for this slice ($TPU_TYPE) on this machine,
@@ -45,7 +55,7 @@ compile_check() {
   [[ "${SKIP_COMPILE_CHECK:-0}" == "1" ]] && return 0
   local -a gpt2_jax
   read -ra gpt2_jax <<< "${GPT2_JAX:-gpt2-jax}"
-  run "${gpt2_jax[@]}" "$@" --compile-only --topology "$TPU_TYPE" || {
+  run "${gpt2_jax[@]}" "$@" --compile-only --topology "$TPU_TYPE" --slices "$TPU_SLICES" || {
     echo "error: the compile check for $TPU_TYPE failed (above); nothing was started on the slice" >&2
     exit 2
   }

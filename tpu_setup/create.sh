@@ -5,7 +5,10 @@ source "$(dirname "$0")/common.sh"
 spot=""
 for arg in "$@"; do [[ "$arg" == "--spot" ]] && spot="--spot"; done
 
-run gcloud compute tpus queued-resources create "$TPU_NAME" --node-id="$TPU_NAME" --zone="$TPU_ZONE" \
+# TPU_SLICES=N > 1 asks for a multislice: N slices named TPU_NAME-0 .. TPU_NAME-(N-1), joined by DCN.
+node_flags=(--node-id="$TPU_NAME")
+[[ "$TPU_SLICES" != "1" ]] && node_flags=(--node-count="$TPU_SLICES" --node-prefix="$TPU_NAME")
+run gcloud compute tpus queued-resources create "$TPU_NAME" "${node_flags[@]}" --zone="$TPU_ZONE" \
   $(project_flag) --accelerator-type="$TPU_TYPE" --runtime-version="$TPU_RUNTIME" $spot
 if [[ "$DRY_RUN" == "1" ]]; then
   run gcloud compute tpus queued-resources describe "$TPU_NAME" --zone="$TPU_ZONE" $(project_flag) --format='value(state.state)'

@@ -5,5 +5,5 @@ source "$(dirname "$0")/common.sh"
 worker=0
 for arg in "$@"; do [[ "$arg" == --worker=* ]] && worker="${arg#--worker=}"; done
 
-run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$TPU_ZONE" $(project_flag) --worker="$worker" \
+run gcloud compute tpus tpu-vm ssh "$(nodes | head -n 1)" --zone="$TPU_ZONE" $(project_flag) --worker="$worker" \
   --command="tail -n 200 -f ~/train.log"

@@ -29,7 +29,10 @@ MAX_DROPOUT_LEN = 46340  # the dropout counter q*T + k must stay below 2^31
 
 
 def default_backend() -> str:
-    """Which kernels suit the running platform; CPUs interpret the GPU (Triton) kernels."""
+    """Which kernels suit this process's platform, for standalone calls that name none; CPUs
+    interpret the GPU (Triton) kernels. gpt2_jax itself always passes `backend` and `interpret`,
+    decided from the devices a step is built for (gpt2_jax/target.py), which may be a TPU slice
+    compiled for from a CPU host."""
     return "tpu" if jax.default_backend() == "tpu" else "gpu"
 
 
