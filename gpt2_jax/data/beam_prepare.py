@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -41,7 +42,8 @@ STAGING = ".prepare-beam"
 
 def beam_flags(workers: int, options: list[str]) -> list[str]:
     """Pipeline flags: our DirectRunner defaults, then the user's KEY=VALUE options (which win)."""
-    flags = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    flags = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}",
+             "--default_sdk_harness_log_level=ERROR"]  # worker processes log every channel at INFO otherwise
     for option in options:
         key, sep, value = option.partition("=")
         if not sep or not key:
@@ -56,9 +58,14 @@ def prepare_beam(inputs: list[str | os.PathLike], out_dir: str | os.PathLike, vo
                  tfds_data_dir: str | None = None, tfds_split: str | None = None, beam_options: list[str] = (),
                  say: Callable[[str], None] = lambda s: None) -> dict:
     """The Beam twin of `prepare.prepare` (same arguments, plus `beam_options`); returns the manifest."""
-    import apache_beam as beam
-    from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import PipelineOptions
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # Beam warns at import about optional GCP clients (apitools)
+    try:
+        import apache_beam as beam
+        from apache_beam.io.filesystems import FileSystems
+        from apache_beam.options.pipeline_options import PipelineOptions
+    finally:
+        logging.getLogger().setLevel(quiet)
 
     from gpt2_jax.data import beam_pipeline
 
