@@ -123,3 +123,17 @@ def test_bad_input_gets_the_local_errors(corpus, tmp_path, tok):  # noqa: F811
     with pytest.raises(CorpusError, match="already holds shards prepared from other inputs"):
         prepare_beam(corpus[1:2], tmp_path / "done", tok, workers=1, beam_options=IN_PROCESS, **kwargs)
     assert outputs(tmp_path / "done") == before
+
+
+def test_cli_runner_beam_errors_are_one_line(tmp_path, capsys):
+    from gpt2_jax.cli import main
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for extra, expected in ((["--beam-option", "direct_running_mode=in_memory"], "the corpus is empty"),
+                            (["--beam-option", "bogus"], "is not KEY=VALUE")):
+        status = main(["data", "prepare", "--input", str(empty), "--out", str(tmp_path / "o"), "--runner", "beam",
+                       "--workers", "1", "--quiet", *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and err[-1].startswith("error: ") and expected in err[-1]
+    assert not (tmp_path / "o").exists()
