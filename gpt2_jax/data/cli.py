@@ -23,10 +23,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                     exact_dedup=not args.no_dedup, near_dedup=not (args.no_dedup or args.no_near_dedup),
                     near_dup_threshold=args.near_dup_threshold, split=args.split, val_fraction=args.val_fraction)
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
-    manifest = prepare(args.input, args.out, args.vocab, format=args.format, recipe=recipe, workers=args.workers,
-                       shard_bytes=max(1, int(args.shard_mb * 2**20)), text_field=args.text_field,
-                       url_field=args.url_field, tfds_data_dir=args.tfds_data_dir, tfds_split=args.tfds_split,
-                       progress=not args.no_progress, say=say)
+    common = dict(format=args.format, recipe=recipe, workers=args.workers, shard_bytes=max(1, int(args.shard_mb * 2**20)),
+                  text_field=args.text_field, url_field=args.url_field, tfds_data_dir=args.tfds_data_dir,
+                  tfds_split=args.tfds_split, say=say)
+    if args.runner == "beam":
+        from gpt2_jax.data.beam_prepare import prepare_beam
+
+        manifest = prepare_beam(args.input, args.out, args.vocab, beam_options=args.beam_option, **common)
+    else:
+        manifest = prepare(args.input, args.out, args.vocab, progress=not args.no_progress, **common)
     print(format_report(manifest["report"]))
     _print_splits(manifest)
     print(f"wrote {args.out}")
@@ -114,6 +119,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--shard-mb", type=float, default=400.0, help="text per shard in MiB (400 = about 100M tokens)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no stage messages on stderr")
+    p.add_argument("--runner", choices=["local", "beam"], default="local",
+                   help="local: worker processes of this host; beam: the same recipe as an Apache Beam pipeline "
+                        "(same shards; DirectRunner with --workers processes unless --beam-option says otherwise)")
+    p.add_argument("--beam-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Beam pipeline option, repeatable, e.g. runner=DataflowRunner project=P region=R "
+                        "temp_location=gs://B/tmp extra_package=dist/gpt2_jax-0.1.0.tar.gz")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("stats", help="documents, tokens and per-stage counts of a shard directory")

@@ -13,7 +13,10 @@ Thresholds:
 - A candidate pair is a near duplicate when its estimated Jaccard over all 128 entries is
   >= `threshold` (default 0.8; `Recipe.near_dup_threshold`).
 Near duplicates are joined transitively (union-find); each group keeps its first document in
-input order and drops the rest, so the result does not depend on hash-bucket order.
+input order and drops the rest, so the result does not depend on hash-bucket order. The band
+keys (`band_keys`), the per-bucket pair rule (`bucket_pairs`) and the keep rule (`later_members`)
+are shared with the Beam pipeline (`gpt2_jax.data.beam_pipeline`), which finds the same pairs
+through a shuffle instead of a sort.
 
 Exact duplicates are removed earlier, by a 128-bit blake2b key of the whitespace-collapsed text
 (`clean.exact_key`).
@@ -59,42 +62,64 @@ def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b))
 
 
+def band_keys(signatures: np.ndarray) -> np.ndarray:
+    """uint64[N, BANDS]: one 64-bit key per LSH band of each signature (uint32[N, NUM_PERM]).
+    Row-wise, so a document's keys do not depend on the other documents."""
+    keys = np.zeros((len(signatures), BANDS), dtype=np.uint64)
+    for band in range(BANDS):
+        rows = signatures[:, band * ROWS:(band + 1) * ROWS].astype(np.uint64)
+        for r in range(ROWS):
+            keys[:, band] = mix64(keys[:, band] * np.uint64(0x100000001B3) + rows[:, r])
+    return keys
+
+
+def bucket_pairs(signatures: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> list[tuple[int, int]]:
+    """The verified pairs of one LSH bucket: positions (j, i), j < i, of members whose estimated
+    Jaccard is >= `threshold`. `signatures` is uint32[M, NUM_PERM] of the bucket's members in input
+    order. A bucket bigger than _GROUP_CAP compares every member with its first _GROUP_CAP only
+    (bounded cost for degenerate buckets, e.g. boilerplate shared by thousands of pages).
+    The one rule for every runner (local and Beam), so both find the same pairs."""
+    heads = signatures[:_GROUP_CAP]
+    sim = (signatures[:, None, :] == heads[None, :, :]).mean(axis=-1)  # [M, H]
+    return [(int(j), int(i)) for i, j in zip(*np.nonzero(sim >= threshold)) if j < i]
+
+
+def later_members(pairs) -> set:
+    """Every id that is not the smallest of its connected component under `pairs` (edges of
+    comparable ids): the documents near dedup drops, keeping the earliest of each cluster."""
+    parent: dict = {}
+
+    def find(x):
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(x, x) != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)  # the earliest document stays the root
+    return {x for x in parent if find(x) != x}
+
+
 def near_duplicates(signatures: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """bool[N]: True for each document that is a near duplicate of an earlier one.
 
     `signatures` is uint32[N, NUM_PERM] in input order."""
     n = len(signatures)
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:  # path compression
-            parent[i], i = root, parent[i]
-        return root
-
-    checked: set[tuple[int, int]] = set()
+    keys = band_keys(signatures)
+    pairs: set[tuple[int, int]] = set()
     for band in range(BANDS):
-        rows = signatures[:, band * ROWS:(band + 1) * ROWS].astype(np.uint64)
-        keys = np.zeros(n, dtype=np.uint64)
-        for r in range(ROWS):
-            keys = mix64(keys * np.uint64(0x100000001B3) + rows[:, r])
-        order = np.argsort(keys, kind="stable")  # equal keys stay in input order
-        sorted_keys = keys[order]
+        order = np.argsort(keys[:, band], kind="stable")  # equal keys stay in input order
+        sorted_keys = keys[order, band]
         starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
         ends = np.r_[starts[1:], n]
         shared = ends - starts > 1  # buckets with at least two documents
         for lo, hi in zip(starts[shared], ends[shared]):
             members = order[lo:hi]
-            heads = members[:_GROUP_CAP]
-            sim = (signatures[members][:, None, :] == signatures[heads][None, :, :]).mean(axis=-1)  # [M, H]
-            for i, j in zip(*np.nonzero(sim >= threshold)):
-                a, b = int(heads[j]), int(members[i])
-                if a >= b or (a, b) in checked:
-                    continue
-                checked.add((a, b))
-                ra, rb = find(a), find(b)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)  # the earliest document stays the root
-    return np.array([find(i) != i for i in range(n)], dtype=bool)
+            pairs.update((int(members[j]), int(members[i])) for j, i in bucket_pairs(signatures[members], threshold))
+    drop = np.zeros(n, dtype=bool)
+    drop[list(later_members(pairs))] = True
+    return drop

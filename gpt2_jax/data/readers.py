@@ -61,28 +61,72 @@ def detect_format(path: str) -> str:
     return "text"
 
 
-def read_corpus(inputs: list[str | os.PathLike], format: str = "auto", *, text_field: str = "text",
-                url_field: str = "url", tfds_data_dir: str | None = None,
-                tfds_split: str | None = None) -> Iterator[Document]:
-    """All documents of `inputs`, input by input, in a deterministic order."""
+@dataclasses.dataclass(frozen=True)
+class ReadUnit:
+    """One file (or archive, or TFDS dataset) of the corpus: the unit a parallel reader hands to a worker."""
+
+    path: str
+    format: str  # text | jsonl | openwebtext | tfds
+
+
+def read_units(inputs: list[str | os.PathLike], format: str = "auto") -> list[ReadUnit]:
+    """The files of `inputs`, in the order `read_corpus` reads them (folders expanded, sorted by path)."""
     if format not in FORMATS:
         raise CorpusError(f"format {format!r} is not one of {', '.join(FORMATS)}")
     if not inputs:
         raise CorpusError("no inputs given; pass at least one --input PATH")
+    units = []
     for raw in inputs:
         path = str(raw)
         fmt = detect_format(path) if format == "auto" else format
         if fmt == "tfds":
-            yield from _tfds(path.removeprefix("tfds:"), tfds_data_dir, tfds_split, text_field, url_field)
+            units.append(ReadUnit(path.removeprefix("tfds:"), fmt))
             continue
         if not os.path.exists(path):
             raise CorpusError(f"input {path!r} does not exist")
-        if fmt == "text":
-            yield from _text(pathlib.Path(path))
-        elif fmt == "jsonl":
-            yield from _jsonl(pathlib.Path(path), text_field, url_field)
+        p = pathlib.Path(path)
+        if not p.is_dir():
+            units.append(ReadUnit(str(p), fmt))
+            continue
+        pattern = {"text": "*", "jsonl": "*.json*", "openwebtext": "*.xz"}[fmt]
+        units += [ReadUnit(str(f), fmt) for f in _files_below(p, pattern)]
+    return units
+
+
+def read_unit(unit: ReadUnit, *, text_field: str = "text", url_field: str = "url", tfds_data_dir: str | None = None,
+              tfds_split: str | None = None, opener=None) -> Iterator[Document]:
+    """The documents of one unit, in order. `opener(path) -> binary file` reads paths that are not
+    local files (the Beam pipeline passes Beam's `FileSystems.open` for gs:// and the like)."""
+    if unit.format == "tfds":
+        yield from _tfds(unit.path, tfds_data_dir, tfds_split, text_field, url_field)
+        return
+    local = opener is None or os.path.exists(unit.path)
+    try:
+        f = open(unit.path, "rb") if local else opener(unit.path)
+    except OSError as e:
+        raise CorpusError(f"cannot read corpus file {unit.path!r}: {e.strerror}") from None
+    with f:
+        if unit.format == "text":
+            try:
+                data = f.read()
+            except OSError as e:
+                raise CorpusError(f"cannot read corpus file {unit.path!r}: {e.strerror}") from None
+            yield Document(data, unit.path)
+        elif unit.format == "jsonl":
+            yield from _jsonl_lines(f, unit.path, text_field, url_field)
+        elif unit.path.lower().endswith(_OUTER_ARCHIVE):
+            yield from _outer_archive(f, unit.path)
         else:
-            yield from _openwebtext(pathlib.Path(path))
+            yield from _owt_subset(f, unit.path)
+
+
+def read_corpus(inputs: list[str | os.PathLike], format: str = "auto", *, text_field: str = "text",
+                url_field: str = "url", tfds_data_dir: str | None = None,
+                tfds_split: str | None = None) -> Iterator[Document]:
+    """All documents of `inputs`, input by input, in a deterministic order."""
+    for unit in read_units(inputs, format):
+        yield from read_unit(unit, text_field=text_field, url_field=url_field, tfds_data_dir=tfds_data_dir,
+                             tfds_split=tfds_split)
 
 
 def _files_below(folder: pathlib.Path, pattern: str = "*") -> list[pathlib.Path]:
@@ -91,66 +135,47 @@ def _files_below(folder: pathlib.Path, pattern: str = "*") -> list[pathlib.Path]
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def _text(path: pathlib.Path) -> Iterator[Document]:
-    for f in _files_below(path) if path.is_dir() else [path]:
+def _jsonl_lines(lines, name: str, text_field: str, url_field: str) -> Iterator[Document]:
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        source = f"{name}:{lineno}"
         try:
-            data = f.read_bytes()
-        except OSError as e:
-            raise CorpusError(f"cannot read corpus file {str(f)!r}: {e.strerror}") from None
-        yield Document(data, str(f))
+            text_line = line.decode("utf-8")
+        except UnicodeDecodeError:
+            yield Document(line, source)  # the UTF-8 stage reports or counts it
+            continue
+        try:
+            obj = json.loads(text_line)
+        except json.JSONDecodeError as e:
+            raise CorpusError(f"{source}: not a JSON object ({e.msg}); each line of a JSONL file must be one object") from None
+        if not isinstance(obj, dict) or text_field not in obj:
+            keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+            raise CorpusError(f"{source}: no field {text_field!r} (has {keys}); pass --text-field NAME")
+        text = obj[text_field]
+        if not isinstance(text, str):
+            raise CorpusError(f"{source}: field {text_field!r} is {type(text).__name__}, not a string")
+        meta = {k: v for k, v in obj.items() if k != text_field and isinstance(v, str)}
+        if isinstance(obj.get("meta"), dict):
+            meta.update({k: v for k, v in obj["meta"].items() if isinstance(v, str)})
+        yield Document(text, source, meta.get(url_field), meta or None)
 
 
-def _jsonl(path: pathlib.Path, text_field: str, url_field: str) -> Iterator[Document]:
-    for f in _files_below(path, "*.json*") if path.is_dir() else [path]:
-        with open(f, "rb") as lines:
-            for lineno, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                source = f"{f}:{lineno}"
-                try:
-                    text_line = line.decode("utf-8")
-                except UnicodeDecodeError:
-                    yield Document(line, source)  # the UTF-8 stage reports or counts it
-                    continue
-                try:
-                    obj = json.loads(text_line)
-                except json.JSONDecodeError as e:
-                    raise CorpusError(f"{source}: not a JSON object ({e.msg}); each line of a JSONL file must be one object") from None
-                if not isinstance(obj, dict) or text_field not in obj:
-                    keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-                    raise CorpusError(f"{source}: no field {text_field!r} (has {keys}); pass --text-field NAME")
-                text = obj[text_field]
-                if not isinstance(text, str):
-                    raise CorpusError(f"{source}: field {text_field!r} is {type(text).__name__}, not a string")
-                meta = {k: v for k, v in obj.items() if k != text_field and isinstance(v, str)}
-                if isinstance(obj.get("meta"), dict):
-                    meta.update({k: v for k, v in obj["meta"].items() if isinstance(v, str)})
-                yield Document(text, source, meta.get(url_field), meta or None)
-
-
-def _openwebtext(path: pathlib.Path) -> Iterator[Document]:
-    if path.is_dir():
-        for sub in _files_below(path, "*.xz"):
-            with open(sub, "rb") as f:
-                yield from _owt_subset(f, str(sub))
-        return
-    if not path.name.lower().endswith(_OUTER_ARCHIVE):
-        with open(path, "rb") as f:
-            yield from _owt_subset(f, str(path))
-        return
+def _outer_archive(fileobj, name: str) -> Iterator[Document]:
+    """OpenWebText's outer archive: a tar of .xz subsets (and possibly loose .txt documents)."""
     try:
-        with tarfile.open(path, "r|*") as outer:
+        with tarfile.open(fileobj=fileobj, mode="r|*") as outer:
             for member in outer:
                 if not member.isfile():
                     continue
-                source = f"{path}:{member.name}"
+                source = f"{name}:{member.name}"
                 f = outer.extractfile(member)
                 if member.name.endswith(".xz"):
                     yield from _owt_subset(f, source)
                 elif member.name.endswith(".txt"):
                     yield Document(f.read(), source)
     except _ARCHIVE_ERRORS as e:
-        raise CorpusError(f"cannot read archive {str(path)!r}: {e}; re-download it or leave it out of --input") from None
+        raise CorpusError(f"cannot read archive {name!r}: {e}; re-download it or leave it out of --input") from None
 
 
 def _owt_subset(fileobj, source: str) -> Iterator[Document]:
