@@ -185,8 +185,13 @@ def check_divisible(params: Any, model: ModelConfig, mesh: Mesh, rule_name: str)
                 continue
             n = math.prod(sizes[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
             if dim % n:
+                hint = ""
+                if axes == "fsdp":  # the largest fsdp that divides both the dimension and the slice
+                    per_slice = mesh.size // slice_count(list(mesh.devices.flat)) // sizes["tensor"]
+                    fit = max(f for f in range(1, n + 1) if dim % f == 0 and per_slice % f == 0)
+                    hint = f" (e.g. mesh.data={per_slice // fit} mesh.fsdp={fit})"
                 raise ConfigError(f"parameter {_path_str(path)} dimension {dim} is not divisible by mesh {axes}={n}; "
-                                  f"choose a mesh whose {axes} size divides {dim}")
+                                  f"choose a mesh whose {axes} size divides {dim}{hint}")
 
 
 def param_shardings(params: Any, model: ModelConfig, mesh: Mesh, rule_name: str) -> Any:

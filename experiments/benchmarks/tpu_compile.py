@@ -26,6 +26,8 @@ import time
 
 SIZES = {"gpt2": 8, "gpt2-medium": 8, "gpt2-large": 4, "gpt2-xl": 4}  # preset -> sequences per chip
 SLICES = [("v5e-16", 16, 1), ("v5e-256", 256, 1), ("v5p-128", 64, 1), ("v6e-64", 64, 1)]
+# gpt2-xl's width 1600 does not divide over 256 fsdp shards: 64-way fsdp x 4-way data per slice.
+MESH = {("gpt2-xl", 256): ["mesh.data=4", "mesh.fsdp=64"]}
 TWO_SLICE = [("v5e-256", 256, 2)]
 
 
@@ -73,18 +75,30 @@ def main() -> None:
         plan = [("tiny", 2, "v5e:2x2", 4, 1, []), ("tiny", 2, "v5e:2x2", 4, 2, [])]
     else:
         models = args.only.split(",") if args.only else list(SIZES)
-        plan = [(m, SIZES[m], t, c, s, []) for m in models for t, c, s in SLICES]
-        plan += [(m, SIZES[m], t, c, s, []) for m in models for t, c, s in TWO_SLICE if m in ("gpt2", "gpt2-xl")]
+        # Most informative first (the largest and smallest model on the largest slices), so a
+        # partial run still answers the main questions; rows already in --out are not redone.
+        order = ["gpt2-xl", "gpt2", "gpt2-large", "gpt2-medium"]
+        plan = [(m, SIZES[m], t, c, s, MESH.get((m, c), [])) for m in order if m in models
+                for t, c, s in [SLICES[1], *TWO_SLICE, SLICES[0], SLICES[2], SLICES[3]]
+                if s == 1 or m in ("gpt2", "gpt2-xl")]
     print(f"# TPU compile plan, {datetime.date.today()}, host {platform.node()} ({os.cpu_count()} cores), "
           f"load {os.getloadavg()[0]:.1f}, python {platform.python_version()}")
     print("| model | slice | batch | mesh d x f x t | fits (peak per device) | compile s | collectives | kernels | MFU estimate |")
     print("|---|---|---|---|---|---|---|---|---|")
+    done = {}
+    if args.out and os.path.exists(args.out):
+        for line in open(args.out):
+            row = json.loads(line)
+            done[(row["model"], row["topology"], row["slices"], row["extra"])] = row
     out = open(args.out, "a") if args.out else None
     for model, per_chip, topo, chips, slices, extra in plan:
+        if (model, topo, slices, " ".join(extra)) in done:
+            print(fmt(done[(model, topo, slices, " ".join(extra))]), flush=True)
+            continue
         row = run_row(model, per_chip, topo, chips, slices, extra)
         print(fmt(row), flush=True)
         if row.get("report") and row["report"]["fits"] is False or (row["error"] and "GiB per device" in (row["error"] or "")):
-            fixed = run_row(model, per_chip, topo, chips, slices, ["model.remat=full"])
+            fixed = run_row(model, per_chip, topo, chips, slices, [*extra, "model.remat=full"])
             print(fmt(fixed), flush=True)
             rows = [row, fixed]
         else:
