@@ -2,7 +2,7 @@
 
 Text is reduced the way section 4 of the paper reduces it for its overlap Bloom filters:
 lower-cased alphanumeric words (Unicode letters and digits; punctuation, underscores and
-whitespace are separators; exactly the matches of `[^\W_]+` in the lower-cased text). Each word
+whitespace are separators; exactly the matches of `[^\\W_]+` in the lower-cased text). Each word
 hashes to 64 bits with blake2b of its UTF-8 bytes (cached, since words repeat), and an n-gram
 hashes to a polynomial combination of its word hashes modulo 2^64 followed by the splitmix64
 finalizer.
