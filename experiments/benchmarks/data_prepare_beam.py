@@ -6,8 +6,10 @@ are drawn by a seeded RNG into documents of 6-14 paragraphs; every document gets
 line and each paragraph a random word swapped for a numbered token, so copies of one paragraph
 never make two documents near duplicates by accident. Then 5% of the documents are repeated
 exactly and 5% with 1 word in 60 replaced (near duplicates), so both dedup stages have work.
-Prints MB/s per run, the Beam/local ratio, one-core stage shares of the recipe (measured by
-running each stage alone over a 4 MB sample) and projections for 40 GB.
+Prints MB/s per run (wall clock) and MB per CPU-second (this process and its reaped worker
+processes, from getrusage: on a shared, loaded machine wall-clock MB/s per worker understates what
+a core does, CPU time does not), the Beam/local ratio, one-core stage shares of the recipe (CPU
+time of each stage alone over a 4 MB sample) and projections for 40 GB.
 
 Run: nice -n 10 python experiments/benchmarks/data_prepare_beam.py --mb 64
 """
@@ -19,6 +21,7 @@ import json
 import os
 import pathlib
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -76,21 +79,27 @@ def stage_shares(files: list[str], sample_mb: float = 4.0) -> dict:
             break
     mb = size / 2**20
     t = {}
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     cleaned = [clean_document(d, Recipe(near_dedup=False)) for d in docs]
-    t["read+clean (normalize, length, wikipedia, exact key)"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t["read+clean (normalize, length, wikipedia, exact key)"] = time.process_time() - t0
+    t0 = time.process_time()
     sigs = np.stack([minhash(c.text) for c in cleaned if not c.reason])
-    t["minhash"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t["minhash"] = time.process_time() - t0
+    t0 = time.process_time()
     near_duplicates(sigs)
-    t["near dedup (LSH + union-find)"] = time.perf_counter() - t0
+    t["near dedup (LSH + union-find)"] = time.process_time() - t0
     tok = load_tokenizer("gpt2")
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for c in cleaned:
         tok.encode(c.text)
-    t["tokenize"] = time.perf_counter() - t0
+    t["tokenize"] = time.process_time() - t0
     return {k: v / mb for k, v in t.items()}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that have been waited for."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def main() -> None:
@@ -111,27 +120,29 @@ def main() -> None:
         for run in args.runs.split(","):
             runner, workers = run.split(":")
             out = root / f"out_{runner}_{workers}"
+            cpu0 = _cpu_seconds()
             t0 = time.perf_counter()
             if runner == "local":
                 m = prepare(files, out, "gpt2", workers=int(workers), shard_bytes=16 * 2**20)
             else:
                 m = prepare_beam(files, out, "gpt2", workers=int(workers), shard_bytes=16 * 2**20)
             dt = time.perf_counter() - t0
+            cpu = _cpu_seconds() - cpu0
             results[run] = dt
             shards = {p.name: p.read_bytes() for p in sorted(out.glob("*.bin"))}
             same = "" if run == "local:1" else f"  same shards as local:1: {shards == results.get('shards')}"
             results.setdefault("shards", shards)
             print(f"{run:<8} {dt:7.1f} s  {mb / dt:5.2f} MB/s  {mb / dt / int(workers):5.2f} MB/s/worker  "
-                  f"tokens {m['tokens']:,}  load {os.getloadavg()[0]:.1f}{same}", flush=True)
+                  f"cpu {cpu:6.1f} s  {mb / cpu:5.2f} MB/cpu-s  tokens {m['tokens']:,}  load {os.getloadavg()[0]:.1f}{same}", flush=True)
         for w in ("1", "2"):
             if f"beam:{w}" in results and f"local:{w}" in results:
                 print(f"beam/local time ratio, {w} worker(s): {results[f'beam:{w}'] / results[f'local:{w}']:.2f}")
         shares = stage_shares(files)
         total = sum(shares.values())
-        print("stage shares, one core, each stage alone over a 4 MB sample:")
+        print("stage shares, one core, each stage alone over a 4 MB sample (CPU time):")
         for k, v in shares.items():
-            print(f"  {k:<55} {v:6.3f} s/MB  {100 * v / total:5.1f}%")
-        print(f"  sum: {1 / total:.2f} MB/s per core (stages alone, no process overhead)")
+            print(f"  {k:<55} {v:6.3f} cpu-s/MB  {100 * v / total:5.1f}%")
+        print(f"  sum: {1 / total:.2f} MB per cpu-second (stages alone, no process overhead)")
         best = max(("local", "beam"), key=lambda r: mb / results.get(f"{r}:2", float("inf")))
         per_core = mb / results[f"{best}:2"] / 2
         print(f"PROJECTION (linear in cores, from {best}:2 here = {per_core:.2f} MB/s/core; a loaded 2-core box): "

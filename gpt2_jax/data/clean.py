@@ -192,8 +192,9 @@ class Cleaned:
     normalization: dict | None = None
 
 
-def exact_key(text: str) -> bytes:
-    return hashlib.blake2b(" ".join(text.split()).encode("utf-8"), digest_size=16).digest()
+def exact_key(text: str, words: list[str] | None = None) -> bytes:
+    """128-bit blake2b of the whitespace-collapsed text; `words` = text.split() when the caller has it."""
+    return hashlib.blake2b(" ".join(text.split() if words is None else words).encode("utf-8"), digest_size=16).digest()
 
 
 def is_validation(key: bytes, val_fraction: float) -> bool:
@@ -216,7 +217,8 @@ def clean_document(doc: Document, recipe: Recipe) -> Cleaned:
         text, counts = normalize(text)
     if not text.strip():
         return Cleaned(doc.source, n_bytes, "empty", normalization=counts)
-    if recipe.min_words and len(text.split()) < recipe.min_words:
+    words = text.split()  # split once: the length filter and the exact-dedup key both need it
+    if recipe.min_words and len(words) < recipe.min_words:
         return Cleaned(doc.source, n_bytes, "too_short", normalization=counts)
     if len(text) > recipe.max_chars:
         return Cleaned(doc.source, n_bytes, "too_long", normalization=counts)
@@ -225,7 +227,7 @@ def clean_document(doc: Document, recipe: Recipe) -> Cleaned:
         if reason:
             return Cleaned(doc.source, n_bytes, reason, normalization=counts)
     signature = minhash(text) if recipe.near_dedup else None
-    return Cleaned(doc.source, n_bytes, None, text, exact_key(text), signature, counts)
+    return Cleaned(doc.source, n_bytes, None, text, exact_key(text, words), signature, counts)
 
 
 # ----------------------------------------------------------------------------------------------
