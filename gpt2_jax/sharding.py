@@ -136,7 +136,7 @@ def make_mesh(cfg: MeshConfig, devices: list | None = None) -> Mesh:
         return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
     from jax.experimental import mesh_utils
 
-    grid = mesh_utils.create_hybrid_device_mesh(shape, (dcn, 1, 1), devices=devices)
+    grid = mesh_utils.create_hybrid_device_mesh(shape, (dcn, 1, 1), devices=devices, allow_split_physical_axes=True)
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
 
