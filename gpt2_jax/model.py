@@ -23,12 +23,15 @@ Ablation switches (ModelConfig; defaults = GPT-2) each change only what they nam
 `final_ln=false` drops ln_f; `residual_scaling=false` initializes the c_proj kernels like the
 others; `tied_embeddings=false` adds lm_head/kernel[D, V_padded]; `positions=sinusoidal` replaces
 wpe by fixed sinusoids; `activation=relu` swaps the MLP's GELU.
+`parametrization=mup` (not an ablation: same architecture) applies μP's init, attention scale
+and logit multiplier, all asked of mup.py; with `sp` none of them is computed.
 
 References:
   Radford et al. 2019, "Language Models are Unsupervised Multitask Learners", section 2.3.
   Radford et al. 2018 (GPT-1) for the base architecture; openai/gpt-2 src/model.py.
   Hendrycks & Gimpel 2016 (GELU, tanh approximation).
   Vaswani et al. 2017, "Attention Is All You Need", section 3.5 (sinusoidal positions).
+  Yang et al. 2022, "Tensor Programs V" (μP; see mup.py).
 """
 
 from __future__ import annotations

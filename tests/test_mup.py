@@ -113,6 +113,74 @@ def test_flash_kernels_take_the_scale():
 
 
 # ----------------------------------------------------------------------------------------------
+# checkpoints and exports keep the function
+
+
+@pytest.fixture(scope="module")
+def mup_model(tiny_config, init):
+    """(μP config at m = 2, perturbed params as numpy): biases and LayerNorms away from 0/1."""
+    config = _mup(tiny_config, tiny_config.n_embd // 2)
+    params = jax.tree_util.tree_map(np.asarray, init(config, seed=5))
+    rng = np.random.RandomState(5)
+    params = jax.tree_util.tree_map(lambda x: (x + 0.05 * rng.standard_normal(x.shape)).astype(np.float32), params)
+    params["wte"]["embedding"][config.n_vocab:] = 0.0
+    return config, params
+
+
+def test_exported_mup_model_is_the_same_function_in_transformers(tmp_path, mup_model, forward, tokens):
+    import torch
+    import transformers
+    from _export_fixtures import write_checkpoint
+
+    from gpt2_jax.export import ExportError, export_checkpoint, read_model, save_hf_dir
+
+    config, params = mup_model
+    ckpt = write_checkpoint(tmp_path / "ckpt", config, params, "unknown")
+    export_checkpoint(ckpt, "hf", tmp_path / "hf")
+    model = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    t = tokens(config, seed=4)
+    with torch.no_grad():
+        theirs = model(torch.from_numpy(t.astype(np.int64))).logits.numpy()
+    ours = forward(config, params, t)[..., : config.n_vocab]
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-4)
+    # the same weights read as SP compute something else: the folding is what makes them agree
+    as_sp = dataclasses.replace(config, parametrization="sp", mup_base_width=0)
+    assert np.abs(forward(as_sp, params, t)[..., : config.n_vocab] - ours).max() > 0.05
+    # formats that hold only GPT-2's arithmetic refuse an unfolded μP model ...
+    with pytest.raises(ExportError, match="fold them first with gpt2_jax.mup.to_standard"):
+        save_hf_dir(tmp_path / "unfolded", config, params)
+    # ... and our own safetensors format keeps its config, so nothing needs folding
+    export_checkpoint(ckpt, "safetensors", tmp_path / "model.safetensors")
+    back_config, back_params, _ = read_model(tmp_path / "model.safetensors", "safetensors")
+    assert back_config == config
+    np.testing.assert_array_equal(back_params["h"]["attn"]["c_attn"]["kernel"], params["h"]["attn"]["c_attn"]["kernel"])
+
+
+def test_mup_without_final_ln_cannot_be_folded(tiny_config):
+    with pytest.raises(ConfigError, match="final_ln=false"):
+        mup.to_standard(dataclasses.replace(_mup(tiny_config, 32), final_ln=False), {})
+
+
+def test_chunked_loss_applies_the_readout_multiplier(mup_model, tokens):
+    from gpt2_jax.lm_head_loss import chunked_cross_entropy
+    from gpt2_jax.model import GPT
+    from gpt2_jax.train import cross_entropy
+
+    config, params = mup_model
+    t = tokens(config, seed=6, seq=17)
+
+    @jax.jit
+    def both(params, t):
+        logits, _ = GPT(config).apply({"params": params}, t[:, :-1])
+        hidden, _ = GPT(config).apply({"params": params}, t[:, :-1], return_hidden=True)
+        return cross_entropy(logits, t[:, 1:]), chunked_cross_entropy(hidden, params["wte"]["embedding"], t[:, 1:],
+                                                                     config, 8)
+
+    plain, chunked = both(params, t)
+    np.testing.assert_allclose(chunked, plain, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
 # coordinate check (Yang et al. 2022, appendix D.1): a few Adam steps at three widths
 
 
