@@ -181,6 +181,31 @@ def test_chunked_loss_applies_the_readout_multiplier(mup_model, tokens):
 
 
 # ----------------------------------------------------------------------------------------------
+# the LR-transfer table (gpt2_jax.mup_transfer) on a synthetic sweep with known optima
+
+
+def test_transfer_table_finds_known_optima(tmp_path):
+    from gpt2_jax.mup_transfer import format_table, optimum_lrs, plot_transfer, read_table, transfer_spread, write_table
+
+    lrs = [2.0 ** e for e in range(-10, -4)]
+    rows = []
+    for width, best_log2 in ((32, -7.25), (64, -8.25), (128, -9.25)):  # SP-like: the optimum halves per doubling
+        for lr in lrs:
+            loss = 3.0 + 0.1 * (math.log2(lr) - best_log2) ** 2
+            rows.append({"parametrization": "sp", "width": width, "lr": lr, "val_loss": loss})
+            rows.append({"parametrization": "mup", "width": width, "lr": lr,
+                         "val_loss": loss if width == 32 else (math.inf if lr == lrs[-1] else 3.0 + 0.1 * (math.log2(lr) + 7.25) ** 2)})
+    rows = read_table(write_table(rows, tmp_path / "t.csv"))
+    sp, mu = optimum_lrs(rows, "sp"), optimum_lrs(rows, "mup")
+    assert [math.log2(o["refined"]) for o in sp.values()] == pytest.approx([-7.25, -8.25, -9.25])
+    assert transfer_spread(sp) == 4.0 and transfer_spread(sp, "refined") == pytest.approx(4.0)
+    assert transfer_spread(mu) == 1.0 and not any(o["edge"] for o in mu.values())
+    assert "diverge" in format_table(rows) and "spread of the optimum across widths: 4.0x" in format_table(rows)
+    plot_transfer(rows, tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 10_000
+
+
+# ----------------------------------------------------------------------------------------------
 # coordinate check (Yang et al. 2022, appendix D.1): a few Adam steps at three widths
 
 
