@@ -1,6 +1,6 @@
 """Coordinate check: how big a model's activations are, to see whether they grow with width.
 
-Yang et al.'s test for a parametrization (Tensor Programs V, section 5 / appendix "coordinate
+Yang et al.'s test for a parametrization (Tensor Programs V, its "coordinate
 check"): train models of several widths a few steps with the same hyperparameters and record the
 average entry size mean|x| of chosen activations. Under μP the sizes stay put as width grows;
 under the standard parametrization with Adam they grow (an update of size lr per entry moves a
@@ -13,7 +13,7 @@ and the MLP's outputs (after c_proj, before the residual add), which the model s
 "intermediates" collection (model.py).
 
 References:
-  Yang et al. 2022, "Tensor Programs V", section 5 and appendix D.1 (coordinate check).
+  Yang et al. 2022, "Tensor Programs V" (the coordinate check of its appendix).
   microsoft/mup, `mup.coord_check` (the same measurement for PyTorch models).
 """
 

@@ -11,8 +11,8 @@ at D0 transfers to D (Yang et al. 2022, Table 3, Adam column). With m = D / D0:
       1/m multiplier, an output weight with effective init variance ~1/m^2 and effective Adam LR
       ~1/m, which are exactly Table 3's two rows, so tying needs no compromise. An untied lm_head
       gets the same multiplier (the mup package's `MuReadout`; its LR is unscaled: one infinite dim);
-  attention scores: q.k * sqrt(H0) / H instead of q.k / sqrt(H) (1/d attention, section 4 of the
-      paper), H0 = mup_base_width / n_head the base head size, so width grows at fixed n_head and
+  attention scores: q.k * sqrt(H0) / H instead of q.k / sqrt(H) (the paper's 1/d attention for
+      Transformers), H0 = mup_base_width / n_head the base head size, so width grows at fixed n_head and
       the scale equals GPT-2's at the base width;
   embeddings (wte, wpe), biases and LayerNorm parameters: unscaled.
 
@@ -28,7 +28,7 @@ embedding, so with tied embeddings ln_f is the one place that can carry it; a mo
 
 References:
   Yang, Hu, Babuschkin, Sidor, Liu, Farhi, Ryder, Pachocki, Chen, Gao 2022, "Tensor Programs V:
-  Tuning Large Neural Networks via Zero-Shot Hyperparameter Transfer", Table 3 and section 4.
+  Tuning Large Neural Networks via Zero-Shot Hyperparameter Transfer", Table 3 (and its 1/d attention).
   microsoft/mup: `MuReadout`, `MuSharedReadout` (output / width_mult) and `MuAdam` (matrix-like
   parameters get lr / width_mult, vector-like ones lr).
 """

@@ -206,7 +206,7 @@ def test_transfer_table_finds_known_optima(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# coordinate check (Yang et al. 2022, appendix D.1): a few Adam steps at three widths
+# coordinate check (Yang et al. 2022): a few Adam steps at three widths
 
 
 COORD_WIDTHS = (32, 64, 128)
