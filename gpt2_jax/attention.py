@@ -46,13 +46,14 @@ def reference_attention(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     dropout_keep: jax.Array | None = None,
+    scale: float | None = None,
 ) -> jax.Array:
-    """softmax(q k^T / sqrt(H) + mask) v with float32 scores; dropout on the probabilities,
-    drawn from `dropout_rng` (the kernels' counter hash, see dropout.py) or given as a boolean
-    keep mask broadcasting to [B, N, Tq, Tk] (tests pass the mask a kernel used)."""
-    head_dim = q.shape[-1]
+    """softmax(q k^T * scale + mask) v with float32 scores, scale = 1/sqrt(H) unless given (μP
+    passes its 1/H form, mup.py); dropout on the probabilities, drawn from `dropout_rng` (the
+    kernels' counter hash, see dropout.py) or given as a boolean keep mask broadcasting to
+    [B, N, Tq, Tk] (tests pass the mask a kernel used)."""
     scores = jnp.einsum("bqnh,bknh->bnqk", q, k, preferred_element_type=jnp.float32)
-    scores = scores * (1.0 / jnp.sqrt(jnp.float32(head_dim)))
+    scores = scores * _score_scale(q.shape[-1], scale)
     if mask is not None:
         scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)
@@ -69,16 +70,21 @@ def reference_attention(
     return jnp.einsum("bnqk,bknh->bqnh", probs.astype(v.dtype), v)
 
 
-def single_query_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+def _score_scale(head_dim: int, scale: float | None) -> jax.Array:
+    """The float32 factor on the scores: 1/sqrt(H) by default, else `scale`."""
+    return 1.0 / jnp.sqrt(jnp.float32(head_dim)) if scale is None else jnp.float32(scale)
+
+
+def single_query_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
+                           scale: float | None = None) -> jax.Array:
     """`reference_attention` (no dropout) for one query position, q[B, 1, N, H], written as
     broadcast multiply-and-sum over k, v[B, Tk, N, H] in their stored layout. Same math; but the
     batched-matmul form makes XLA:CPU transpose the whole KV cache to [B, N, Tk, H] at every
     decoding step, which costs more than the attention itself. `mask` broadcasts to [B, N, 1, Tk]."""
     if q.shape[1] != 1:
         raise ValueError(f"single_query_attention takes one query position, got q of shape {q.shape}")
-    head_dim = q.shape[-1]
     scores = jnp.sum(q.astype(jnp.float32) * k.astype(jnp.float32), axis=-1)  # [B, Tk, N]
-    scores = scores * (1.0 / jnp.sqrt(jnp.float32(head_dim)))
+    scores = scores * _score_scale(q.shape[-1], scale)
     if mask is not None:
         mask = jnp.broadcast_to(mask, (*mask.shape[:-2], 1, k.shape[1]))  # [.., N or 1, 1, Tk]
         scores = jnp.where(jnp.swapaxes(mask[..., 0, :], -1, -2), scores, jnp.finfo(jnp.float32).min)
@@ -107,16 +113,18 @@ def dot_product_attention(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     impl: str = "auto",
+    scale: float | None = None,
 ) -> jax.Array:
     """Self-attention over q, k, v[B, T, N, H]. `segment_ids[B, T]` keeps packed documents
-    apart. `impl` picks the implementation; "xla" is the reference."""
+    apart. `impl` picks the implementation; "xla" is the reference. `scale` multiplies the
+    scores (default 1/sqrt(H))."""
     if q.ndim != 4 or k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[2:] != k.shape[2:]:
         raise ValueError(f"attention expects q, k, v shaped [B, T, N, H] with matching B, N, H; got {q.shape}, {k.shape}, {v.shape}")
     if dropout_rate > 0.0 and dropout_rng is None:
         raise ValueError(f"attention dropout_rate={dropout_rate} needs a dropout_rng; pass one or set dropout_rate=0")
     impl = resolve_impl(impl, dropout_rate, dtype=q.dtype, head_dim=q.shape[-1])
     if impl == "pallas":
-        return _pallas_attention(q, k, v, causal, segment_ids, dropout_rate, dropout_rng)
+        return _pallas_attention(q, k, v, causal, segment_ids, dropout_rate, dropout_rng, scale)
     mask = None
     if causal:
         mask = causal_mask(jnp.arange(q.shape[1]), jnp.arange(k.shape[1]))[None, None]
@@ -128,11 +136,12 @@ def dot_product_attention(
             raise ValueError(f"attention impl=cudnn has no dropout (dropout_rate={dropout_rate}); "
                              "set model.attn_pdrop=0 or use attention=pallas")
         segment_mask = None if segment_ids is None else same  # [B, 1, T, T]; causality is is_causal's
-        return jax.nn.dot_product_attention(q, k, v, mask=segment_mask, is_causal=causal, implementation="cudnn")
-    return reference_attention(q, k, v, mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng)
+        return jax.nn.dot_product_attention(q, k, v, mask=segment_mask, is_causal=causal, scale=scale,
+                                            implementation="cudnn")
+    return reference_attention(q, k, v, mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng, scale=scale)
 
 
-def _pallas_attention(q, k, v, causal, segment_ids, dropout_rate, dropout_rng):
+def _pallas_attention(q, k, v, causal, segment_ids, dropout_rate, dropout_rng, scale):
     """The flash attention kernels; under a mesh, on each device's shard of batch and heads.
 
     A Pallas call is opaque to XLA's partitioner (it would gather whole arrays onto every
@@ -142,7 +151,7 @@ def _pallas_attention(q, k, v, causal, segment_ids, dropout_rate, dropout_rng):
     seed = kernels.seed_from_key(dropout_rng) if dropout_rate > 0.0 else jnp.int32(0)
     family, interpret = target_lib.kernels_for(target_lib.current())
     run = functools.partial(kernels.flash_attention, causal=causal, dropout_rate=dropout_rate,
-                            backend=family, interpret=interpret)
+                            backend=family, interpret=interpret, scale=scale)
     placed = sharding.active_spec(("act_batch", "act_length", "act_heads", None))
     if placed is None:
         return run(q, k, v, segment_ids=segment_ids, dropout_seed=seed)

@@ -38,6 +38,7 @@ NAN_POLICIES = ("skip", "stop")  # what the loop does after a non-finite loss or
 LN_PLACEMENTS = ("pre", "post")  # pre: GPT-2 (paper section 2.3); post: GPT-1 / the original Transformer
 POSITION_KINDS = ("learned", "sinusoidal")  # learned: GPT-1/2; sinusoidal: Vaswani et al. 2017
 ACTIVATIONS = ("gelu", "relu")  # gelu: tanh-GELU as in GPT-1/2; relu: the original Transformer
+PARAMETRIZATIONS = ("sp", "mup")  # sp: GPT-2's; mup: Yang et al. 2022's μP (rules in mup.py)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -74,6 +75,10 @@ class ModelConfig:
     tied_embeddings: bool = True  # logits = x @ wte^T (GPT-1/2); false = a separate lm_head/kernel[D, V]
     positions: str = "learned"  # learned wpe table (GPT-1/2) or fixed sinusoids (no wpe parameters)
     activation: str = "gelu"  # MLP nonlinearity: tanh-GELU (GPT-1/2) or ReLU
+    # sp = GPT-2's parametrization; mup = μP (gpt2_jax/mup.py): init, Adam LR of hidden kernels,
+    # logit multiplier and attention scale follow n_embd / mup_base_width, so LRs tuned at the base transfer.
+    parametrization: str = "sp"
+    mup_base_width: int = 0  # μP's base n_embd (where it equals SP); required with parametrization=mup
 
     def __post_init__(self):
         for name in ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "vocab_multiple"):
@@ -107,6 +112,16 @@ class ModelConfig:
                             ("activation", ACTIVATIONS)):
             value = getattr(self, name)
             _check(value in valid, f"model.{name}={value!r} is not one of {valid}")
+        _check(self.parametrization in PARAMETRIZATIONS,
+               f"model.parametrization={self.parametrization!r} is not one of {PARAMETRIZATIONS}")
+        _check(self.mup_base_width >= 0, f"model.mup_base_width={self.mup_base_width} must be >= 0")
+        if self.parametrization == "mup":
+            _check(self.mup_base_width > 0,
+                   "model.parametrization=mup needs model.mup_base_width, the n_embd at which hyperparameters were "
+                   f"tuned (e.g. model.mup_base_width={self.n_embd})")
+            _check(self.mup_base_width % self.n_head == 0,
+                   f"model.mup_base_width={self.mup_base_width} is not divisible by model.n_head={self.n_head}; the "
+                   f"base model keeps the head count, so choose a multiple of {self.n_head}")
 
     @property
     def n_vocab_padded(self) -> int:

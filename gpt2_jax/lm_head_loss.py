@@ -22,6 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from gpt2_jax import mup
 from gpt2_jax.config import ConfigError, ModelConfig
 
 
@@ -36,6 +37,7 @@ def chunked_cross_entropy(hidden: jax.Array, embedding: jax.Array, targets: jax.
                           f"({B} x {T}); use a divisor of {n}, or 0 to disable chunking")
     dtype = jnp.dtype(config.dtype)
     real = jnp.arange(config.n_vocab_padded) < config.n_vocab
+    multiplier = mup.output_multiplier(config)
     table = embedding.astype(dtype)
     chunks = hidden.reshape(n // chunk_tokens, chunk_tokens, D)  # [C, chunk, D]
     chunk_targets = targets.reshape(n // chunk_tokens, chunk_tokens)
@@ -43,6 +45,8 @@ def chunked_cross_entropy(hidden: jax.Array, embedding: jax.Array, targets: jax.
     @jax.checkpoint  # the backward pass recomputes this chunk's logits rather than saving them
     def chunk_loss(h, t):
         logits = jnp.dot(h.astype(dtype), table.T).astype(jnp.float32)  # as wte.attend, then float32
+        if multiplier is not None:  # μP's readout multiplier, as in the model
+            logits = logits * multiplier
         logits = jnp.where(real, logits, jnp.finfo(jnp.float32).min)
         target_logit = jnp.take_along_axis(logits, t[:, None], axis=-1)[:, 0]
         return jnp.sum(jax.nn.logsumexp(logits, axis=-1) - target_logit)

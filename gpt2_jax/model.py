@@ -23,12 +23,15 @@ Ablation switches (ModelConfig; defaults = GPT-2) each change only what they nam
 `final_ln=false` drops ln_f; `residual_scaling=false` initializes the c_proj kernels like the
 others; `tied_embeddings=false` adds lm_head/kernel[D, V_padded]; `positions=sinusoidal` replaces
 wpe by fixed sinusoids; `activation=relu` swaps the MLP's GELU.
+`parametrization=mup` (not an ablation: same architecture) applies μP's init, attention scale
+and logit multiplier, all asked of mup.py; with `sp` none of them is computed.
 
 References:
   Radford et al. 2019, "Language Models are Unsupervised Multitask Learners", section 2.3.
   Radford et al. 2018 (GPT-1) for the base architecture; openai/gpt-2 src/model.py.
   Hendrycks & Gimpel 2016 (GELU, tanh approximation).
   Vaswani et al. 2017, "Attention Is All You Need", section 3.5 (sinusoidal positions).
+  Yang et al. 2022, "Tensor Programs V" (μP; see mup.py).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gpt2_jax import mup
 from gpt2_jax.attention import causal_mask, dot_product_attention, reference_attention, single_query_attention
 from gpt2_jax import target
 from gpt2_jax.config import ModelConfig
@@ -52,8 +56,13 @@ Cache = dict[str, jax.Array]  # {"k": [L, B, T_max, N, H], "v": [L, B, T_max, N,
 
 
 def _weight_init(config: ModelConfig, residual: bool = False):
+    """GPT-2's N(0, 0.02) for the blocks' kernels (residual projections / sqrt(2L)); under μP
+    scaled to variance ~1/fan_in from the base width (mup.py)."""
     scaled = residual and config.residual_scaling
     std = 0.02 / math.sqrt(2 * config.n_layer) if scaled else 0.02
+    mup_scale = mup.hidden_init_scale(config)
+    if mup_scale is not None:
+        std = std * mup_scale
     return nn.initializers.normal(stddev=std)
 
 
@@ -93,11 +102,13 @@ class Attention(nn.Module):
         q, k, v = (constrain(t, ("act_batch", "act_length", "act_heads", None)) for t in (q, k, v))
         dropout_rate = 0.0 if self.deterministic else cfg.attn_pdrop
         dropout_rng = self.make_rng("dropout") if dropout_rate > 0 else None
+        scale = mup.attention_scale(cfg)  # None: GPT-2's 1/sqrt(H)
         if layer_cache is None or (isinstance(cache_index, int) and cache_index == 0):
             # Training, evaluation, and a prefill from position 0 (the cache holds nothing yet, so the
             # prompt attends only to itself): the configured implementation, kernels included.
             y = dot_product_attention(
-                q, k, v, causal=True, dropout_rate=dropout_rate, dropout_rng=dropout_rng, impl=cfg.attention
+                q, k, v, causal=True, dropout_rate=dropout_rate, dropout_rng=dropout_rng, impl=cfg.attention,
+                scale=scale,
             )
         else:
             # Write this chunk's keys/values at cache_index, attend over the whole buffer; slots
@@ -109,12 +120,12 @@ class Attention(nn.Module):
                 here = (jnp.arange(layer_cache["k"].shape[1]) == cache_index)[None, :, None, None]
                 k_all = jnp.where(here, k.astype(layer_cache["k"].dtype), layer_cache["k"])
                 v_all = jnp.where(here, v.astype(layer_cache["v"].dtype), layer_cache["v"])
-                y = single_query_attention(q, k_all.astype(dtype), v_all.astype(dtype), mask)
+                y = single_query_attention(q, k_all.astype(dtype), v_all.astype(dtype), mask, scale=scale)
             else:
                 k_all = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(layer_cache["k"].dtype), (0, cache_index, 0, 0))
                 v_all = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(layer_cache["v"].dtype), (0, cache_index, 0, 0))
                 y = reference_attention(q, k_all.astype(dtype), v_all.astype(dtype), mask,
-                                        dropout_rate=dropout_rate, dropout_rng=dropout_rng)
+                                        dropout_rate=dropout_rate, dropout_rng=dropout_rng, scale=scale)
         # Only this chunk's keys/values leave the layer; GPT writes them into the whole cache at
         # once, so the layer scan stacks [B, T, N, H] chunks, not copies of the cache.
         new_cache = None
@@ -122,6 +133,7 @@ class Attention(nn.Module):
             new_cache = {"k": k.astype(layer_cache["k"].dtype), "v": v.astype(layer_cache["v"].dtype)}
         y = y.reshape(B, T, D)
         y = nn.Dense(D, dtype=dtype, kernel_init=_weight_init(cfg, residual=True), name="c_proj")(y)
+        self.sow("intermediates", "attn_out", y)  # for mup_check.py; a no-op unless collected
         return y, new_cache
 
 
@@ -138,7 +150,9 @@ class MLP(nn.Module):
             h = nn.relu(h)
         else:
             h = nn.gelu(h, approximate=True)  # GPT-2's tanh form ("gelu_new" in Hugging Face)
-        return nn.Dense(cfg.n_embd, dtype=dtype, kernel_init=_weight_init(cfg, residual=True), name="c_proj")(h)
+        y = nn.Dense(cfg.n_embd, dtype=dtype, kernel_init=_weight_init(cfg, residual=True), name="c_proj")(h)
+        self.sow("intermediates", "mlp_out", y)  # for mup_check.py; a no-op unless collected
+        return y
 
 
 class Block(nn.Module):
@@ -210,7 +224,7 @@ class GPT(nn.Module):
             block = nn.remat(Block, policy=_REMAT_POLICIES[remat], prevent_cse=not scanned)
         layers = nn.scan(
             block,
-            variable_axes={"params": 0},
+            variable_axes={"params": 0, "intermediates": 0},
             split_rngs={"params": True, "dropout": True},
             in_axes=(0, nn.broadcast),
             length=cfg.n_layer,
@@ -240,6 +254,9 @@ class GPT(nn.Module):
             logits = nn.Dense(cfg.n_vocab_padded, use_bias=False, dtype=dtype, name="lm_head",
                               kernel_init=_embedding_init(cfg.n_vocab, vocab_axis=1))(x_flat)
         logits = logits.reshape(B, T, -1).astype(jnp.float32)
+        multiplier = mup.output_multiplier(cfg)  # μP's 1/m readout (mup.py); None under SP
+        if multiplier is not None:
+            logits = logits * multiplier
         real = jnp.arange(cfg.n_vocab_padded) < cfg.n_vocab
         logits = jnp.where(real, logits, jnp.finfo(jnp.float32).min)
         return constrain(logits, ("act_batch", "act_length", "act_vocab")), new_cache

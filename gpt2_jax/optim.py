@@ -4,10 +4,14 @@ Weight decay applies to matrices only: Dense kernels and the embedding tables. B
 LayerNorm parameters are not decayed. The mask goes by parameter name, not by rank, because
 with scanned layers a LayerNorm scale is stacked to [L, D] and would look like a matrix.
 
+Under μP (`model.parametrization=mup`) the Adam step of every hidden kernel is then multiplied
+by base_width / width (mup.py), a stateless transformation (no memory beyond SP's moments).
+
 References:
   Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization" (AdamW).
   Brown et al. 2020 (GPT-3), appendix B: warmup, cosine decay to 10%, clipping at 1.0,
   beta2 0.95, weight decay 0.1.
+  Yang et al. 2022, "Tensor Programs V", Table 3 (μP's Adam learning rates).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import Any
 import jax
 import optax
 
-from gpt2_jax.config import OptimConfig
+from gpt2_jax import mup
+from gpt2_jax.config import ModelConfig, OptimConfig
 
 DECAYED_LEAVES = ("kernel", "embedding")
 
@@ -38,12 +43,15 @@ def decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key in DECAYED_LEAVES, params)
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimConfig, total_steps: int, model: ModelConfig | None = None) -> optax.GradientTransformation:
+    """The chain for `cfg`; `model` (needed for μP's per-layer learning rates) defaults to SP."""
     schedule = learning_rate_schedule(cfg, total_steps)
     # mu_dtype=bfloat16 keeps the first moment in bf16 (the update is still computed in float32);
     # the second moment stays float32, whose small values bf16's 8-bit mantissa would round coarsely.
     adamw = optax.adamw(schedule, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay,
                         mask=decay_mask, mu_dtype=None if cfg.mu_dtype == "float32" else cfg.mu_dtype)
+    if model is not None and mup.enabled(model):
+        adamw = optax.chain(adamw, mup.scale_hidden_updates(model))
     if cfg.grad_clip > 0:
         return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
     return adamw

@@ -181,7 +181,7 @@ class Trainer:
                 f"do not split over mesh data x fsdp = {batch_shards}; use a batch_size that is a multiple of "
                 f"{batch_shards * cfg.grad_accum}"
             )
-        tx = make_optimizer(cfg.optim, cfg.steps)
+        tx = make_optimizer(cfg.optim, cfg.steps, cfg.model)
         init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
         abstract_params = jax.eval_shape(lambda: init_params(cfg.model, init_rng))
         param_shardings = sharding.param_shardings(abstract_params, cfg.model, mesh, cfg.mesh.rules)
@@ -254,7 +254,8 @@ def evaluate(eval_step: Callable, params: Any, batches: list) -> float:
 
 # Model fields that decide the parameters' shapes (or what they mean): a checkpoint with other
 # values cannot be resumed. The remaining fields (dropout, dtype, remat, scan_layers, ...) may change.
-_ARCHITECTURE = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "vocab_multiple") + ABLATION_SWITCHES
+_ARCHITECTURE = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "vocab_multiple", "parametrization",
+                 "mup_base_width") + ABLATION_SWITCHES
 # Settings that never change what a run computes, and so are not reported when they change.
 _BOOKKEEPING = ("workdir", "log_every", "eval_every", "eval_batches", "ckpt_every", "keep_checkpoints", "keep_best",
                 "sample_prompt", "sample_tokens", "nan_skip_limit")
@@ -279,7 +280,7 @@ def _check_resumable(saved: TrainConfig, cfg: TrainConfig, where: str, step: int
         raise ConfigError(f"{where} holds checkpoints of a different model (step {step}; saved vs now: {diff}); "
                           f"use a new workdir or the saved model settings")
     params = jax.eval_shape(lambda: init_params(cfg.model, jax.random.PRNGKey(0)))
-    layouts = [jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), jax.eval_shape(make_optimizer(c.optim, c.steps).init, params))
+    layouts = [jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), jax.eval_shape(make_optimizer(c.optim, c.steps, c.model).init, params))
                for c in (saved, cfg)]
     changed = {k: (a, b) for k, a, b in _zip_flat(saved, cfg) if a != b}
     if jax.tree_util.tree_structure(layouts[0]) != jax.tree_util.tree_structure(layouts[1]) or \

@@ -1,7 +1,9 @@
 """Checkpoint <-> file conversions behind `gpt2-jax export` and `gpt2-jax import`.
 
 `export_checkpoint` restores a checkpoint's parameters (one device, float32), finds its
-vocabulary when the target format carries one, and hands both to the format's `save`;
+vocabulary when the target format carries one, and hands both to the format's `save`; a μP
+model is first folded into GPT-2's arithmetic (mup.to_standard) for every format but our own
+(params, safetensors), which keep its config and so its multipliers;
 `import_model` reads a file with the format's `load` and writes a params-only checkpoint whose
 metadata records where it came from and its vocabulary. The formats themselves live one per
 file beside this one; `FORMATS` says which can be read back and which dtypes each can hold.
@@ -79,6 +81,10 @@ def export_checkpoint(ckpt_dir: str | os.PathLike, fmt: str, out: str | os.PathL
     step, meta, _ = checkpoint.restore_meta(directory, step)
     _, cfg, params, _ = checkpoint.restore(directory, step=step)
     config, vocab_name = cfg.model, vocab or meta.get("vocab")
+    if fmt != "safetensors":
+        from gpt2_jax import mup
+
+        config, params = mup.to_standard(config, params)
     export_vocab = None
     if spec.carries_vocab:
         export_vocab = ExportVocab.load(vocab_name, config.n_vocab, fmt)

@@ -26,7 +26,8 @@ import pathlib
 import numpy as np
 
 from gpt2_jax.config import ModelConfig
-from gpt2_jax.export.names import GLOBAL_TENSORS, ExportError, check_dtype, flat_tensors, params_from_tensors
+from gpt2_jax.export.names import (GLOBAL_TENSORS, ExportError, check_dtype, check_standard, flat_tensors,
+                                   params_from_tensors)
 from gpt2_jax.export.output import atomic_output
 
 ARCH = "gpt2"
@@ -52,6 +53,7 @@ def save(out: pathlib.Path, config: ModelConfig, params, vocab, dtype: str = "fl
     from gpt2_jax.tokenizer.formats import token_to_str
 
     check_dtype("gguf", dtype, DTYPES)
+    check_standard(config, "gguf")
     qtype, ftype = _types()[dtype]
     with atomic_output(out, directory=False, force=force) as tmp:
         w = gguf.GGUFWriter(str(tmp), ARCH)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from gpt2_jax.config import ModelConfig
-from gpt2_jax.export.names import LAYER_TENSORS, ExportError, check_params_match
+from gpt2_jax.export.names import LAYER_TENSORS, ExportError, check_params_match, check_standard
 from gpt2_jax.export.names import get_path as _get
 from gpt2_jax.export.names import put_path as _put
 from gpt2_jax.export.names import to_numpy as _to_numpy
@@ -175,6 +175,7 @@ def save_hf_dir(path: str | os.PathLike, config: ModelConfig, params: Any) -> pa
     if config.ablations():  # GPT2LMHeadModel has one architecture: these would load but compute wrongly
         raise ExportError(f"the model's ablation switches {config.ablations()} have no GPT2LMHeadModel equivalent; "
                           f"only GPT-2's architecture exports to Hugging Face (use --format params)")
+    check_standard(config, "hf")
     check_params_match(params, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))

@@ -24,7 +24,7 @@ import struct
 import numpy as np
 
 from gpt2_jax.config import ModelConfig
-from gpt2_jax.export.names import (LAYER_TENSORS, ExportError, check_dtype, get_path, numpy_dtype,
+from gpt2_jax.export.names import (LAYER_TENSORS, ExportError, check_dtype, check_standard, get_path, numpy_dtype,
                                    params_from_tensors, to_numpy)
 from gpt2_jax.export.output import atomic_output
 
@@ -51,6 +51,7 @@ def tensor_layout(config: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
 def save(out: pathlib.Path, config: ModelConfig, params, vocab, dtype: str = "float32", force: bool = False) -> pathlib.Path:
     """Writes OUT/model.bin (+ OUT/tokenizer.bin when `vocab`, an ExportVocab, is given)."""
     check_dtype("llmc", dtype, tuple(VERSIONS))
+    check_standard(config, "llmc")
     p = to_numpy(params)
     if vocab is not None and any(len(t) > 255 for t in vocab.tokens):
         raise ExportError("a token is longer than 255 bytes; llm.c's tokenizer file stores lengths as one byte")

@@ -8,6 +8,7 @@ A format file looks names up here instead of keeping its own list, so adding a f
 small file and a renamed tensor is fixed in one place.
 
 Also here: the error every format raises, the check that a parameter tree matches its config,
+the check that it uses GPT-2's arithmetic (a μP model must be folded first, mup.to_standard),
 and the dtypes a file may be written in.
 
 References:
@@ -144,6 +145,14 @@ def params_from_tensors(config: ModelConfig, take: Callable[[tuple[str, ...], tu
     for t in LAYER_TENSORS:
         put_path(params["h"], t.ours, np.ascontiguousarray(take_layer(t, t.shape(D)), np.float32))
     return params
+
+
+def check_standard(config: ModelConfig, fmt: str) -> None:
+    """Formats other than our own hold GPT-2's arithmetic only: a μP model's logit multiplier and
+    attention scale would be lost, so it must be folded into the weights first."""
+    if config.parametrization != "sp":
+        raise ExportError(f"format {fmt!r} cannot hold model.parametrization={config.parametrization!r} multipliers; "
+                          f"fold them first with gpt2_jax.mup.to_standard(config, params) (`gpt2-jax export` does)")
 
 
 def check_params_match(params: Any, config: ModelConfig) -> None:

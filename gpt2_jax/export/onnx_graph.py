@@ -23,7 +23,7 @@ import pathlib
 import numpy as np
 
 from gpt2_jax.config import ModelConfig
-from gpt2_jax.export.names import check_dtype, check_params_match, to_numpy
+from gpt2_jax.export.names import check_dtype, check_params_match, check_standard, to_numpy
 from gpt2_jax.export.output import atomic_output
 
 OPSET = 20
@@ -113,6 +113,7 @@ def save(out: pathlib.Path, config: ModelConfig, params, dtype: str = "float32",
     import onnx
 
     check_dtype("onnx", dtype, ("float32",))
+    check_standard(config, "onnx")
     check_params_match(params, config)
     model = build(config, params)
     external = sum(t.ByteSize() for t in model.graph.initializer) > _EXTERNAL_ABOVE

@@ -24,7 +24,8 @@ import pathlib
 import numpy as np
 
 from gpt2_jax.config import ModelConfig
-from gpt2_jax.export.names import GLOBAL_TENSORS, ExportError, check_dtype, flat_tensors, params_from_tensors
+from gpt2_jax.export.names import (GLOBAL_TENSORS, ExportError, check_dtype, check_standard, flat_tensors,
+                                   params_from_tensors)
 from gpt2_jax.export.output import atomic_output
 
 PREFIX = "model.ckpt"
@@ -44,6 +45,7 @@ def hparams(config: ModelConfig) -> dict:
 def save(out: pathlib.Path, config: ModelConfig, params, vocab, dtype: str = "float32", force: bool = False) -> pathlib.Path:
     """Writes the release layout into directory `out` (encoder.json + vocab.bpe when `vocab`)."""
     check_dtype("openai-tf", dtype, ("float32",))
+    check_standard(config, "openai-tf")
     import tensorflow as tf
 
     tensors = variables(config, params)

@@ -19,7 +19,7 @@ import pathlib
 import numpy as np
 
 from gpt2_jax.config import ModelConfig
-from gpt2_jax.export.names import LAYER_TENSORS, check_dtype, check_params_match, get_path, to_numpy
+from gpt2_jax.export.names import LAYER_TENSORS, check_dtype, check_params_match, check_standard, get_path, to_numpy
 from gpt2_jax.export.output import atomic_output
 
 
@@ -74,6 +74,7 @@ def save(out: pathlib.Path, config: ModelConfig, params, dtype: str = "float32",
     import tensorflow as tf
 
     check_dtype("savedmodel", dtype, ("float32",))
+    check_standard(config, "savedmodel")
     check_params_match(params, config)
     module = _module(config, params)
     with atomic_output(out, directory=True, force=force) as tmp:

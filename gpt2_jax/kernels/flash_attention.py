@@ -49,8 +49,10 @@ def flash_attention(
     block_sizes: BlockSizes | None = None,
     backend: str | None = None,
     interpret: bool | None = None,
+    scale: float | None = None,
 ) -> jax.Array:
-    """softmax(q k^T / sqrt(H) [masked]) v, never materializing the [T, T] scores.
+    """softmax(q k^T * scale [masked]) v, never materializing the [T, T] scores; `scale`
+    defaults to 1/sqrt(H) (μP passes sqrt(H0)/H).
 
     `dropout_seed` (int32 scalar, see `kernels.seed_from_key`) selects the dropout mask;
     `index_offsets` = (first batch row, first head) of these arrays in the global batch, so a
@@ -70,7 +72,7 @@ def flash_attention(
         blocks=blocks,
         seq_len=T,
         padded_len=padded_len,
-        sm_scale=1.0 / math.sqrt(H),
+        sm_scale=1.0 / math.sqrt(H) if scale is None else float(scale),
         causal=bool(causal),
         segmented=segment_ids is not None,
         dropout_rate=float(dropout_rate),

@@ -1,0 +1,125 @@
+"""μP learning-rate transfer: the sweep's table, the optimum per width, and its plot.
+
+An LR-transfer sweep trains models of several widths over one grid of learning rates, under the
+standard parametrization and under μP, and records the final validation loss of each run
+(experiments/benchmarks/scaling_mup_transfer.py writes it as CSV with the columns
+`parametrization, width, lr, val_loss`). The question it answers (Yang et al. 2022, Figure 1):
+does the best learning rate stay put as the model widens? `optimum_lrs` finds the best LR per
+width, on the grid and refined by a parabola through the grid minimum and its two neighbours in
+log2(lr); `transfer_spread` is max/min of those optima across widths (1 = perfect transfer);
+`plot_transfer` draws loss against LR, one line per width, one panel per parametrization.
+
+References:
+  Yang et al. 2022, "Tensor Programs V", Figure 1 and section 6 (LR transfer across width).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import pathlib
+
+COLUMNS = ("parametrization", "width", "lr", "val_loss")
+
+
+def read_table(path: str | pathlib.Path) -> list[dict]:
+    """Rows of a sweep CSV as dicts with typed values (non-finite losses stay as inf/nan)."""
+    with open(path, newline="") as f:
+        return [{"parametrization": r["parametrization"], "width": int(r["width"]), "lr": float(r["lr"]),
+                 "val_loss": float(r["val_loss"])} for r in csv.DictReader(f)]
+
+
+def write_table(rows: list[dict], path: str | pathlib.Path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: row[k] for k in COLUMNS} for row in rows)
+    return path
+
+
+def _curve(rows: list[dict], parametrization: str, width: int) -> list[tuple[float, float]]:
+    return sorted((r["lr"], r["val_loss"]) for r in rows if r["parametrization"] == parametrization and r["width"] == width)
+
+
+def optimum_lrs(rows: list[dict], parametrization: str) -> dict[int, dict]:
+    """{width: {"grid": best LR on the grid, "refined": parabola vertex in log2(lr), "loss": best
+    loss, "edge": True when the best LR is the grid's first or last (the optimum may lie beyond)}}."""
+    out = {}
+    for width in sorted({r["width"] for r in rows if r["parametrization"] == parametrization}):
+        curve = _curve(rows, parametrization, width)
+        losses = [loss if math.isfinite(loss) else math.inf for _, loss in curve]
+        i = min(range(len(curve)), key=losses.__getitem__)
+        refined = curve[i][0]
+        edge = i in (0, len(curve) - 1)
+        if not edge and all(math.isfinite(losses[j]) for j in (i - 1, i, i + 1)):
+            (x0, y0), (x1, y1), (x2, y2) = [(math.log2(curve[j][0]), losses[j]) for j in (i - 1, i, i + 1)]
+            denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
+            a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denom
+            b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / denom
+            if a > 0:  # a minimum: the vertex lies between the neighbours
+                refined = 2.0 ** min(max(-b / (2 * a), x0), x2)
+        out[width] = {"grid": curve[i][0], "refined": refined, "loss": losses[i], "edge": edge}
+    return out
+
+
+def transfer_spread(optima: dict[int, dict], key: str = "grid") -> float:
+    """max / min of the optimum LR across widths (1 = the same LR everywhere)."""
+    lrs = [o[key] for o in optima.values()]
+    return max(lrs) / min(lrs)
+
+
+def format_table(rows: list[dict]) -> str:
+    """Loss per (parametrization, width) and LR, the best marked with *, then each optimum."""
+    lrs = sorted({r["lr"] for r in rows})
+    lines = [f"{'param':5} {'width':>5} " + " ".join(f"{lr:>8.1e}" for lr in lrs) + "   best lr (grid, refined)"]
+    for parametrization in ("sp", "mup"):
+        optima = optimum_lrs(rows, parametrization)
+        for width, best in optima.items():
+            losses = dict(_curve(rows, parametrization, width))
+            cells = []
+            for lr in lrs:
+                loss = losses.get(lr, math.nan)
+                mark = "*" if lr == best["grid"] else " "
+                cells.append(f"{loss:>7.3f}{mark}" if math.isfinite(loss) else f"{'diverge':>7} ")
+            edge = "  (grid edge)" if best["edge"] else ""
+            lines.append(f"{parametrization:5} {width:>5} " + " ".join(cells) +
+                         f"   {best['grid']:.1e}, {best['refined']:.1e}{edge}")
+        if optima:
+            lines.append(f"{parametrization:5} spread of the optimum across widths: {transfer_spread(optima):.1f}x on the "
+                         f"grid, {transfer_spread(optima, 'refined'):.1f}x refined")
+    return "\n".join(lines)
+
+
+def plot_transfer(rows: list[dict], out: str | pathlib.Path | None = None, *, title: str = ""):
+    """Validation loss against learning rate, one line per width, SP and μP side by side; the
+    optimum of each width is marked. Saves a PNG when `out` is given; returns the figure."""
+    import matplotlib
+
+    if out is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    finite = [r["val_loss"] for r in rows if math.isfinite(r["val_loss"])]
+    top = min(max(finite), min(finite) + 1.5) if finite else 1.0
+    for ax, parametrization, name in zip(axes, ("sp", "mup"), ("standard (SP)", "μP")):
+        optima = optimum_lrs(rows, parametrization)
+        for width, best in optima.items():
+            curve = _curve(rows, parametrization, width)
+            line, = ax.plot([lr for lr, _ in curve], [min(loss, top) if math.isfinite(loss) else top for _, loss in curve],
+                            marker="o", ms=3, label=f"width {width}")
+            ax.plot([best["grid"]], [best["loss"]], marker="*", ms=12, color=line.get_color())
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("learning rate (Adam, base)")
+        ax.set_title(name + (f": optimum spread {transfer_spread(optima):.0f}x" if optima else ""))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("validation loss (nats/byte), clipped")
+    axes[0].set_ylim(top=top)
+    axes[1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if out is not None:
+        fig.savefig(out, dpi=120)
+    return fig
