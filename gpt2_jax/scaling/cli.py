@@ -2,7 +2,8 @@
 
 `sweep run SWEEP.py --out DIR` trains the points of a sweep file (resumable; packed side by side
 with --devices-per-point), `--dry-run` only lists them with N, D, FLOPs and an estimated time.
-`sweep collect DIR --out results.csv` writes the results table. `scaling fit results.csv --law L`
+`sweep collect DIR --out results.csv` writes the results table. `scaling predict` fits on the rows a
+filter keeps and predicts the others or named (N, D) points (predict.py). `scaling fit results.csv --law L`
 fits a law, optionally with bootstrap intervals and plots; with --json the last stdout line is one
 JSON object. Errors a user can cause are ScalingError: one `error:` line, exit status 2.
 
@@ -82,7 +83,7 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
 def cmd_sweep_collect(args: argparse.Namespace) -> int:
     from gpt2_jax.scaling.collect import collect, write_csv
 
-    rows, missing = collect(args.sweep_dir)
+    rows, missing = collect(args.sweep_dir, curves=args.curves)
     path = write_csv(rows, args.out)
     print(f"{len(rows)} rows -> {path}" + (f"; not finished: {', '.join(missing)}" if missing else ""))
     return 0
@@ -110,6 +111,26 @@ def cmd_scaling_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scaling_predict(args: argparse.Namespace) -> int:
+    from gpt2_jax.scaling import predict
+
+    if not 0 < args.level < 1:
+        raise ScalingError(f"--level {args.level} must be in (0, 1), e.g. 0.95")
+    if args.bootstrap < 0:
+        raise ScalingError(f"--bootstrap {args.bootstrap} must be >= 0 (0 = no intervals)")
+    result, points, facts = predict.predict(args.results, args.law, args.fit_on, at=args.at, loss_column=args.loss_column,
+                                            k=args.bootstrap, seed=args.seed, level=args.level)
+    if not args.json:
+        print("\n".join(predict.lines(result, points, facts)))
+    if args.plot:
+        path = predict.plot(args.plot, result, points, args.results, args.fit_on, args.loss_column)
+        if not args.json:
+            print(f"plot -> {path}")
+    if args.json:
+        print(json.dumps(predict.report(result, points, facts)))
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run a scaling sweep file or collect its results")
     ssub = p.add_subparsers(dest="sweep_command", required=True)
@@ -126,6 +147,8 @@ def add_parser(sub) -> None:
     c = ssub.add_parser("collect", help="one CSV row per finished point")
     c.add_argument("sweep_dir")
     c.add_argument("--out", required=True, help="CSV file to write")
+    c.add_argument("--curves", action="store_true",
+                   help="also one row per intermediate eval step (final=0), for the L(C) envelope")
     c.set_defaults(func=cmd_sweep_collect)
 
     p = sub.add_parser("scaling", help="fit scaling laws to a results table")
@@ -142,3 +165,17 @@ def add_parser(sub) -> None:
     f.add_argument("--plot", default=None, metavar="DIR", help="write PNG plots here")
     f.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the fit")
     f.set_defaults(func=cmd_scaling_fit)
+    q = ssub.add_parser("predict", help="fit a law on some rows, predict others (out-of-sample) with intervals")
+    q.add_argument("results", help="CSV with columns params, tokens and the loss column")
+    q.add_argument("--law", required=True, help="kaplan-n | kaplan-d | kaplan-c | kaplan-nd | chinchilla")
+    q.add_argument("--fit-on", required=True, metavar="FILTER",
+                   help="rows to fit on, e.g. 'params<=1e9' or 'params<1e6 and final==1' (<= >= < > == !=)")
+    q.add_argument("--at", action="append", default=None, metavar="params=N,tokens=D",
+                   help="a point to predict (repeatable); default: every row --fit-on leaves out")
+    q.add_argument("--loss-column", default="loss", help="column with the loss (e.g. eval_bits_per_byte)")
+    q.add_argument("--bootstrap", type=int, default=200, metavar="K", help="K resamples for the intervals (0 = none)")
+    q.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    q.add_argument("--level", type=float, default=0.95, help="interval level")
+    q.add_argument("--plot", default=None, metavar="FILE", help="PNG: loss vs params and predicted vs measured")
+    q.add_argument("--json", action="store_true", help="print one JSON object {fit, predictions} instead of the table")
+    q.set_defaults(func=cmd_scaling_predict)
