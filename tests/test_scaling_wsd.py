@@ -6,7 +6,8 @@ end-to-end test runs a 3-point sweep on one CPU device: a WSD long run of 16 ste
 branch from its step-8 checkpoint (10 steps: the last round(0.25 * 10) = 2 steps cool down), and
 a separately trained WSD run of the same 10 steps. The branch must equal the separate run (it is
 the same computation: steps 1-8 are the parent's, same lr and batches), collect must record the
-branch, and a branch whose own progress is lost must, rerun, give the same numbers again.
+branch (and its zero-shot columns, through `gpt2-jax eval` on the shipped excerpts), and a branch
+whose own progress is lost must, rerun, give the same numbers again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import csv
 import dataclasses
 import json
 import math
+import pathlib
 import shutil
 
 import numpy as np
@@ -24,6 +26,8 @@ from gpt2_jax.config import ConfigError, DataConfig, OptimConfig, TrainConfig, p
 from gpt2_jax.optim import cooldown_start, learning_rate_schedule
 from gpt2_jax.scaling import ScalingError
 from gpt2_jax.scaling.sweep import Point, Sweep, cooldown_branch_steps, wsd_branches
+
+EVAL_DATA = pathlib.Path(__file__).parent / "data" / "eval"
 
 
 def test_wsd_schedule_values():
@@ -137,6 +141,18 @@ def test_branch_runs_like_a_separate_run_and_resumes(tmp_path):
     assert table["long"]["parent"] == "" and table["long"]["schedule"] == "wsd"
     assert table["long@8"]["final"] == "0" and int(table["long@8"]["tokens"]) == 8 * 8 * 32
     assert "long-cd8@4" not in table  # the branch's curve starts after its branch step
+
+    # Zero-shot columns for one point through `gpt2-jax eval` on the shipped excerpts, cached.
+    from gpt2_jax.scaling.zeroshot import columns, point_columns
+
+    data = ",".join(str(EVAL_DATA / f) for f in ("wiki.test.first2articles.tokens", "ptb.test.first200.txt",
+                                                  "lambada_test.first20.jsonl"))
+    zs = point_columns(out / "points" / "long-cd8", b["config_hash"], data, 2)
+    assert set(zs) == set(columns()) and zs["wikitext2_word_perplexity"] > 1 and 0 <= zs["lambada_acc"] <= 1
+    cache = out / "points" / "long-cd8" / "zeroshot.json"
+    stamp = cache.stat().st_mtime_ns
+    assert point_columns(out / "points" / "long-cd8", b["config_hash"], data, 2) == zs
+    assert cache.stat().st_mtime_ns == stamp
 
     # Lose the branch's own progress (result and later checkpoints); the rerun redoes it from the
     # parent's checkpoint and lands on the same numbers.

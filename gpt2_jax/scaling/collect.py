@@ -88,9 +88,11 @@ def curve_rows(workdir: pathlib.Path, final: dict) -> list[dict]:
     return rows
 
 
-def collect(sweep_dir: str | pathlib.Path, *, curves: bool = False) -> tuple[list[dict], list[str]]:
+def collect(sweep_dir: str | pathlib.Path, *, curves: bool = False, zeroshot: str | None = None,
+            zeroshot_limit: int | None = None) -> tuple[list[dict], list[str]]:
     """(rows of finished points in sweep order, names of unfinished points); with `curves`, each
-    point's intermediate-step rows follow its final row."""
+    point's intermediate-step rows follow its final row; with `zeroshot` (eval data), each final
+    row gets the zero-shot columns of zeroshot.py."""
     sweep_dir = pathlib.Path(sweep_dir)
     index = sweep_dir / "sweep.json"
     if not index.is_file():
@@ -103,6 +105,10 @@ def collect(sweep_dir: str | pathlib.Path, *, curves: bool = False) -> tuple[lis
         if row is None:
             missing.append(name)
             continue
+        if zeroshot:
+            from gpt2_jax.scaling.zeroshot import point_columns
+
+            row.update(point_columns(sweep_dir / "points" / name, row["config_hash"], zeroshot, zeroshot_limit))
         rows.append(row)
         if curves:
             rows.extend(curve_rows(sweep_dir / "points" / name, row))

@@ -64,7 +64,7 @@ def read_rows(path: str | pathlib.Path, loss_column: str) -> tuple[list[str], li
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
-        rows = list(reader)
+        rows = [{**r, "_line": i} for i, r in enumerate(reader, start=2)]  # line 1 is the header
     for column in (*REQUIRED, loss_column):
         if column not in header:
             raise ScalingError(f"{str(path)!r} has no column {column!r} (columns: {', '.join(header) or 'none'}); "
@@ -108,11 +108,30 @@ def _table(rows: list[dict], loss_column: str, has_flops: bool, where: str) -> T
                 continue
             number = _number(row.get(c))
             if number is None:
-                raise ScalingError(f"{where}: fit row {row.get('name') or i + 1} has column {c!r} = {row.get(c)!r}; "
-                                   f"every fit row needs a finite number > 0 (narrow --fit-on to exclude it)")
+                raise ScalingError(f"{where}: column {c!r} row {row.get('_line', i + 2)} is {row.get(c)!r}; every value "
+                                   f"a fit uses must be a finite number > 0 (or leave the row out with --fit-on)")
             values[c].append(number)
     return Table.build(values["params"], values["tokens"], values[loss_column], values["flops"] if has_flops else None,
                        loss_column, where=where)
+
+
+CURVE_LAWS = ("kaplan-c", "envelope")  # laws of the compute frontier: intermediate steps belong in them
+
+
+def load_rows_for(path: str | pathlib.Path, law: str, loss_column: str, fit_on: str | None) -> tuple[Table, str]:
+    """The table a fit uses, and which rows those are. With `fit_on`, the rows it keeps. Without,
+    on a table with a `final` column (sweep collect --curves): every row for the frontier laws
+    (kaplan-c, envelope), only final==1 rows (ends of schedules) for the others, since a loss
+    midway through a schedule is not the loss of a run of that length (collect.py)."""
+    header, rows = read_rows(path, loss_column)
+    if fit_on is None and "final" in header and law not in CURVE_LAWS:
+        fit_on = "final==1"
+    keep = parse_filter(fit_on, header) if fit_on else (lambda r: True)
+    kept = [r for r in rows if keep(r)]
+    if not kept:
+        raise ScalingError(f"--fit-on {fit_on!r} keeps none of the {len(rows)} rows of {str(path)!r}")
+    return _table(kept, loss_column, "flops" in header, str(path)), f"{len(kept)} of {len(rows)} rows" + (
+        f" ({fit_on})" if fit_on else "")
 
 
 def _law_value(result: FitResult, law: str, point: dict) -> float:
