@@ -95,9 +95,11 @@ def test_filter_parser():
     assert keep({"params": "1e9", "tokens": "3e9", "final": "1"})
     assert not keep({"params": "2e9", "tokens": "3e9", "final": "1"})
     assert not keep({"params": "1e9", "tokens": "", "final": "1"})  # empty cells fail
+    wsd = parse_filter("schedule==wsd, final==1", ["schedule", "final"])
+    assert wsd({"schedule": "wsd", "final": "1"}) and not wsd({"schedule": "cosine", "final": "1"})
     for text, message in [("params<=", "is not a comparison"), ("params~1", "is not a comparison"),
                           ("__import__('os')", "is not a comparison"), ("size<1", "has no column 'size'"),
-                          ("params<abc", "'abc' is not a number"), ("params<nan", "nan compares false"),
+                          ("params<abc", "'abc' is not a number"), ("params<wsd", "a word compares only with"), ("params<nan", "nan compares false"),
                           ("  ", "is empty")]:
         with pytest.raises(ScalingError, match=message):
             parse_filter(text, ["params", "tokens"])
