@@ -174,6 +174,7 @@ def plot_figure1(plt, csv_path: pathlib.Path, out: pathlib.Path) -> pathlib.Path
     for ax, col in zip(axes[0], present):
         ax.plot(n, [float(best[x][col] or "nan") for x in n], "o-")
         ax.set(xscale="log", xlabel="non-embedding parameters N", title=col.replace("_", " "))
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         if col.endswith("perplexity"):
             ax.set_yscale("log")
     fig.suptitle("zero-shot metrics vs model size (largest token budget per size; cf. GPT-2 Figure 1)", fontsize=9)

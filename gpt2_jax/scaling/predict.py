@@ -259,6 +259,7 @@ def plot(path: str | pathlib.Path, result: FitResult, predictions: list[Predicti
     if meas:
         left.scatter(*zip(*meas), marker="x", c="C3", s=40, label="measured")
     left.set(xscale="log", xlabel="params (N)", ylabel=loss_column, title=f"{result.law} fit on {fit_on}")
+    left.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels collide over a narrow range
     left.legend(fontsize=8)
     both = [p for p in predictions if p.measured is not None]
     if both:
