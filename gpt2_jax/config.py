@@ -33,6 +33,8 @@ DTYPES = ("float32", "bfloat16")
 SHARDING_RULES = ("dp", "fsdp", "fsdp_tp")  # defined in sharding.py
 REMAT_POLICIES = ("auto", "none", "full", "dots")  # auto: by model size, see target.py
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "pallas")  # see attention.py
+SCHEDULES = ("cosine", "wsd")  # optim.py: learning_rate_schedule
+COOLDOWN_SHAPES = ("linear", "1-sqrt", "cosine")  # WSD cooldown shapes (Hagele et al. 2024, section 3)
 NAN_POLICIES = ("skip", "stop")  # what the loop does after a non-finite loss or gradient
 # Ablation switches (GPT-2 value first); see ModelConfig and model.py.
 LN_PLACEMENTS = ("pre", "post")  # pre: GPT-2 (paper section 2.3); post: GPT-1 / the original Transformer
@@ -217,12 +219,15 @@ class DistributedConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warmup and cosine decay, as in GPT-2/GPT-3 style training."""
+    """AdamW with linear warmup, then cosine decay or warmup-stable-decay (WSD; optim.py)."""
 
     lr: float = 6e-4
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1  # the schedule decays to lr * min_lr_ratio
     warmup_steps: int = 100
-    decay_steps: int = 0  # 0 = the run's `steps`
+    decay_steps: int = 0  # cosine: 0 = the run's `steps`
+    schedule: str = "cosine"  # "cosine" or "wsd" (constant lr, then a cooldown over the last steps)
+    cooldown_fraction: float = 0.2  # wsd: the cooldown's share of the run's steps
+    cooldown_shape: str = "linear"  # wsd: "linear", "1-sqrt" or "cosine" decay from lr to lr * min_lr_ratio
     weight_decay: float = 0.1  # applied to matrices only (not biases, LayerNorm or embeddings' pads)
     beta1: float = 0.9
     beta2: float = 0.95
@@ -239,6 +244,10 @@ class OptimConfig:
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)")
         _check(self.grad_clip >= 0, f"optim.grad_clip={self.grad_clip} must be >= 0 (0 disables)")
         _check(self.mu_dtype in DTYPES, f"optim.mu_dtype={self.mu_dtype!r} is not one of {DTYPES}")
+        _check(self.schedule in SCHEDULES, f"optim.schedule={self.schedule!r} is not one of {SCHEDULES}")
+        _check(0 < self.cooldown_fraction <= 1, f"optim.cooldown_fraction={self.cooldown_fraction} must be in (0, 1]")
+        _check(self.cooldown_shape in COOLDOWN_SHAPES,
+               f"optim.cooldown_shape={self.cooldown_shape!r} is not one of {COOLDOWN_SHAPES}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 `sweep run SWEEP.py --out DIR` trains the points of a sweep file (resumable; packed side by side
 with --devices-per-point), `--dry-run` only lists them with N, D, FLOPs and an estimated time.
-`sweep collect DIR --out results.csv` writes the results table. `scaling fit results.csv --law L`
+`sweep collect DIR --out results.csv` writes the results table. `scaling predict` fits on the rows a
+filter keeps and predicts the others or named (N, D) points (predict.py). `scaling fit results.csv --law L`
 fits a law, optionally with bootstrap intervals and plots; with --json the last stdout line is one
 JSON object. Errors a user can cause are ScalingError: one `error:` line, exit status 2.
 
@@ -66,11 +67,12 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
         print(f"{'point':<24} {'N':>12} {'N total':>12} {'D':>14} {'FLOPs':>10} {'6ND':>10} {'est. s':>8}")
         total = 0.0
         for r in rows:
-            if r["name"] in mine:
-                total += r["flops"] / rate
+            if r["name"] in mine:  # a branch trains only its cooldown; the rest is its parent's
+                total += r["flops"] * (r["cooldown_tokens"] / r["tokens"] if r["parent"] else 1.0) / rate
                 print(f"{r['name']:<24} {r['params']:>12,} {r['params_total']:>12,} {r['tokens']:>14,} "
                       f"{r['flops']:>10.3g} {r['flops_6nd']:>10.3g} {r['flops'] / rate:>8.0f}")
-        print(f"{len(mine)} points; FLOPs = D * (6N + 6Vd + 12LTd) (attention and logits included); estimated "
+        print(f"{len(mine)} points; FLOPs = D * (6N + 6Vd + 12LTd) (attention and logits included; a branch's FLOPs "
+              f"count its parent's steps, its time only its cooldown); estimated "
               f"{total / 60:.1f} min at {rate:.3g} FLOP/s ({why}), one point at a time, without compilation")
         return 0
     results = runner.run_sweep(sweep, out, devices_per_point=args.devices_per_point, shard=_shard(args.shard),
@@ -82,7 +84,7 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
 def cmd_sweep_collect(args: argparse.Namespace) -> int:
     from gpt2_jax.scaling.collect import collect, write_csv
 
-    rows, missing = collect(args.sweep_dir)
+    rows, missing = collect(args.sweep_dir, curves=args.curves, zeroshot=args.zeroshot, zeroshot_limit=args.zeroshot_limit)
     path = write_csv(rows, args.out)
     print(f"{len(rows)} rows -> {path}" + (f"; not finished: {', '.join(missing)}" if missing else ""))
     return 0
@@ -92,11 +94,13 @@ def cmd_scaling_fit(args: argparse.Namespace) -> int:
     from gpt2_jax.scaling.fit import describe, fit_law, fitter, report
     from gpt2_jax.scaling.table import load_table
 
+    from gpt2_jax.scaling.predict import load_rows_for
+
     fitter(args.law)  # an unknown law is refused before the file is read
-    table = load_table(args.results, loss_column=args.loss_column)
+    table, which = load_rows_for(args.results, args.law, args.loss_column, args.fit_on)
     result, boot = fit_law(table, args.law, target_flops=args.target_flops, k=args.bootstrap, seed=args.seed,
                            level=args.level, progress=not args.json)
-    print(f"law {args.law} on {len(table)} rows of {args.results} ({args.loss_column}); objective {result.objective:.6g}"
+    print(f"law {args.law} on {which} of {args.results} ({args.loss_column}); objective {result.objective:.6g}"
           + (f"; bootstrap {boot.k} resamples (seed {boot.seed}, {boot.failed} refused), {boot.level:.0%} intervals"
              if boot else ""))
     print("\n".join(describe(result, boot)))
@@ -107,6 +111,26 @@ def cmd_scaling_fit(args: argparse.Namespace) -> int:
             print(f"plot -> {path}")
     if args.json:
         print(json.dumps(report(result, boot, table, args.target_flops)))
+    return 0
+
+
+def cmd_scaling_predict(args: argparse.Namespace) -> int:
+    from gpt2_jax.scaling import predict
+
+    if not 0 < args.level < 1:
+        raise ScalingError(f"--level {args.level} must be in (0, 1), e.g. 0.95")
+    if args.bootstrap < 0:
+        raise ScalingError(f"--bootstrap {args.bootstrap} must be >= 0 (0 = no intervals)")
+    result, points, facts = predict.predict(args.results, args.law, args.fit_on, at=args.at, loss_column=args.loss_column,
+                                            k=args.bootstrap, seed=args.seed, level=args.level)
+    if not args.json:
+        print("\n".join(predict.lines(result, points, facts)))
+    if args.plot:
+        path = predict.plot(args.plot, result, points, args.results, args.fit_on, args.loss_column)
+        if not args.json:
+            print(f"plot -> {path}")
+    if args.json:
+        print(json.dumps(predict.report(result, points, facts)))
     return 0
 
 
@@ -126,6 +150,12 @@ def add_parser(sub) -> None:
     c = ssub.add_parser("collect", help="one CSV row per finished point")
     c.add_argument("sweep_dir")
     c.add_argument("--out", required=True, help="CSV file to write")
+    c.add_argument("--curves", action="store_true",
+                   help="also one row per intermediate eval step (final=0), for the L(C) envelope")
+    c.add_argument("--zeroshot", default=None, metavar="DATA",
+                   help="also WikiText-2, PTB and LAMBADA zero-shot columns per point (gpt2-jax eval --data: a folder "
+                        "or wikitext2,ptb,lambada paths); cached per point")
+    c.add_argument("--zeroshot-limit", type=int, default=None, metavar="N", help="evaluate only the first N documents")
     c.set_defaults(func=cmd_sweep_collect)
 
     p = sub.add_parser("scaling", help="fit scaling laws to a results table")
@@ -135,6 +165,9 @@ def add_parser(sub) -> None:
     f.add_argument("--law", required=True,
                    help="kaplan-n | kaplan-d | kaplan-nd | kaplan-c | chinchilla | isoflop | envelope")
     f.add_argument("--loss-column", default="loss", help="column with the loss to fit (e.g. eval_loss)")
+    f.add_argument("--fit-on", default=None, metavar="FILTER",
+                   help="rows to fit, e.g. 'final==1'; default: all, but with a final column only final==1 rows "
+                        "for the L(N, D) laws (kaplan-c and envelope take whole curves)")
     f.add_argument("--bootstrap", type=int, default=0, metavar="K", help="K resamples for confidence intervals (0 = none)")
     f.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     f.add_argument("--level", type=float, default=0.95, help="bootstrap interval level")
@@ -142,3 +175,17 @@ def add_parser(sub) -> None:
     f.add_argument("--plot", default=None, metavar="DIR", help="write PNG plots here")
     f.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the fit")
     f.set_defaults(func=cmd_scaling_fit)
+    q = ssub.add_parser("predict", help="fit a law on some rows, predict others (out-of-sample) with intervals")
+    q.add_argument("results", help="CSV with columns params, tokens and the loss column")
+    q.add_argument("--law", required=True, help="kaplan-n | kaplan-d | kaplan-c | kaplan-nd | chinchilla")
+    q.add_argument("--fit-on", required=True, metavar="FILTER",
+                   help="rows to fit on, e.g. 'params<=1e9' or 'params<1e6 and final==1' (<= >= < > == !=)")
+    q.add_argument("--at", action="append", default=None, metavar="params=N,tokens=D",
+                   help="a point to predict (repeatable); default: every row --fit-on leaves out")
+    q.add_argument("--loss-column", default="loss", help="column with the loss (e.g. eval_bits_per_byte)")
+    q.add_argument("--bootstrap", type=int, default=200, metavar="K", help="K resamples for the intervals (0 = none)")
+    q.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    q.add_argument("--level", type=float, default=0.95, help="interval level")
+    q.add_argument("--plot", default=None, metavar="FILE", help="PNG: loss vs params and predicted vs measured")
+    q.add_argument("--json", action="store_true", help="print one JSON object {fit, predictions} instead of the table")
+    q.set_defaults(func=cmd_scaling_predict)

@@ -7,6 +7,7 @@
   isoflop.png     isoFLOP profiles (loss vs N per compute budget) with their parabolas and minima;
   bootstrap.png   histograms of every bootstrapped parameter, the full-data fit marked;
   residuals.png   observed minus predicted log loss per run (laws that predict each run's loss);
+  figure1.png     zero-shot metrics vs model size (sweep collect --zeroshot), GPT-2 Figure 1;
   figure4.png     train and eval loss vs model size at the largest token budget of each size,
                   the view of Radford et al. 2019 Figure 4 (needs loss and eval_loss columns).
 
@@ -153,6 +154,35 @@ def plot_figure4(plt, csv_path: pathlib.Path, out: pathlib.Path) -> pathlib.Path
     return path
 
 
+def plot_figure1(plt, csv_path: pathlib.Path, out: pathlib.Path) -> pathlib.Path | None:
+    """Zero-shot metric vs parameters, one panel per task (sweep collect --zeroshot), at the largest
+    token budget of each size among the ends of schedules: the view of GPT-2's Figure 1."""
+    from gpt2_jax.scaling.zeroshot import columns
+
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("final", "1") == "1"]
+    present = [c for c in columns() if c.endswith(("perplexity", "acc")) and any(r.get(c) for r in rows)]
+    if not present:
+        return None
+    best: dict[float, dict] = {}
+    for r in rows:
+        n = float(r["params"])
+        if n not in best or float(r["tokens"]) > float(best[n]["tokens"]):
+            best[n] = r
+    n = np.array(sorted(best))
+    fig, axes = plt.subplots(1, len(present), figsize=(3.4 * len(present), 3.4), squeeze=False)
+    for ax, col in zip(axes[0], present):
+        ax.plot(n, [float(best[x][col] or "nan") for x in n], "o-")
+        ax.set(xscale="log", xlabel="non-embedding parameters N", title=col.replace("_", " "))
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        if col.endswith("perplexity"):
+            ax.set_yscale("log")
+    fig.suptitle("zero-shot metrics vs model size (largest token budget per size; cf. GPT-2 Figure 1)", fontsize=9)
+    path = _save(fig, out / "figure1.png")
+    plt.close(fig)
+    return path
+
+
 def plot_all(table: Table, result: FitResult, boot: Bootstrap | None, out: str | pathlib.Path,
              csv_path: str | pathlib.Path | None = None) -> list[pathlib.Path]:
     import matplotlib
@@ -169,4 +199,5 @@ def plot_all(table: Table, result: FitResult, boot: Bootstrap | None, out: str |
         paths.append(plot_residuals(plt, table, result, out))
     if csv_path is not None:
         paths.append(plot_figure4(plt, pathlib.Path(csv_path), out))
+        paths.append(plot_figure1(plt, pathlib.Path(csv_path), out))
     return [p for p in paths if p is not None]

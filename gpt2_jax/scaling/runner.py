@@ -12,6 +12,11 @@ a changed point is an error rather than silently mixed results) and resumes the 
 their newest good checkpoint: the same fault tolerance as `gpt2-jax train`, so an interrupted
 point ends with the parameters and metrics an uninterrupted one would have had.
 
+Branches. A point with `branch_from=(parent, step)` (sweep.py: cooldown branches) starts from a
+copy of the parent's checkpoint at that step in its own workdir, then trains like any point
+(train.py resumes from it); long runs go before branches. Its config hash covers the parent's
+hash and the step, so a changed parent invalidates its branches too.
+
 Packing. With `devices_per_point = k` smaller than the local device count, the devices are cut
 into disjoint groups of k (in device order) and points run side by side, one Python thread per
 group, each on a mesh over its own group (`train(cfg, devices=group)`); a thread takes the next
@@ -32,10 +37,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
 import queue
+import shutil
 import threading
 import time
 from typing import Callable
@@ -63,14 +70,47 @@ def shard_points(points: tuple[Point, ...], shard: tuple[int, int] | None) -> li
 
 
 def plan(sweep: Sweep, out: pathlib.Path) -> list[dict]:
-    """One entry per point: name, config, and describe() numbers; nothing is written."""
+    """One entry per point: name, config, and describe() numbers; nothing is written. A branch's
+    hash covers its parent's hash and the branch step: it is a function of both."""
     rows = []
-    for p in sweep.points:
+    hashes = {}
+    for p in sorted(sweep.points, key=lambda p: p.branch_from is not None):  # parents first
         cfg = sweep.config(p, out / "points" / p.name)
-        rows.append({"name": p.name, "cfg": cfg, "hash": config_hash(cfg), "n_layer": p.model.n_layer,
+        h = config_hash(cfg)
+        branch = {"parent": None, "branch_step": None, "cooldown_tokens": None}
+        if p.branch_from is not None:
+            parent, step = p.branch_from
+            h = hashlib.sha256(f"{h}:{hashes[parent]}:{step}".encode()).hexdigest()[:16]
+            branch = {"parent": parent, "branch_step": step,
+                      "cooldown_tokens": (p.steps - step) * cfg.batch_size * cfg.seq_len}
+        hashes[p.name] = h
+        rows.append({"name": p.name, "cfg": cfg, "hash": h, "n_layer": p.model.n_layer,
                      "n_embd": p.model.n_embd, "n_head": p.model.n_head, "steps": p.steps, "lr": cfg.optim.lr,
-                     **describe(cfg)})
-    return rows
+                     "schedule": cfg.optim.schedule, **branch, **describe(cfg)})
+    order = {p.name: i for i, p in enumerate(sweep.points)}
+    return sorted(rows, key=lambda r: order[r["name"]])
+
+
+def start_branch(row: dict, out: pathlib.Path) -> None:
+    """Seeds a branch's workdir with its parent's checkpoint at the branch step (once: a branch
+    that has checkpoints of its own resumes from those). Copied under a temporary name, then
+    renamed, so an interrupted copy is never taken for a checkpoint."""
+    from gpt2_jax.checkpoint import finalized_steps
+
+    parent, step = row["parent"], row["branch_step"]
+    mine = pathlib.Path(row["cfg"].workdir) / "checkpoints"
+    if mine.is_dir() and finalized_steps(mine):
+        return
+    source = out / "points" / parent / "checkpoints"
+    if step not in (finalized_steps(source) if source.is_dir() else []):
+        raise ScalingError(f"point {row['name']!r} branches from {parent!r} at step {step}, but {str(source)!r} has no "
+                           f"checkpoint {step}; run {parent!r} first (same --out, without --shard or on this host)")
+    mine.mkdir(parents=True, exist_ok=True)
+    tmp = mine / f".copy{step}.tmp{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(source / str(step), tmp)
+    tmp.replace(mine / str(step))
 
 
 def finished(workdir: pathlib.Path, expected_hash: str) -> dict | None:
@@ -107,13 +147,16 @@ def _summary(name: str, row: dict, result: dict) -> str:
 
 
 def run_point(row: dict, devices: list | None) -> dict | None:
-    """Trains (or resumes) one point; its result dict, or None if a signal stopped it."""
+    """Trains (or resumes) one point; its result dict, or None if a signal stopped it. A branch
+    starts from its parent's checkpoint at the branch step (start_branch)."""
     from gpt2_jax import __version__
     from gpt2_jax.train import train
 
     cfg = row["cfg"]
     workdir = pathlib.Path(cfg.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if row.get("parent"):
+        start_branch(row, workdir.parent.parent)
     with open(workdir / "train.log", "a", encoding="utf-8") as log:
         def say(line: str) -> None:
             log.write(line + "\n")
@@ -132,7 +175,7 @@ def run_point(row: dict, devices: list | None) -> dict | None:
            "eval_loss": result.eval_loss, "tokens_per_sec": result.tokens_per_sec, "wall_s": wall,
            "resumed_from": result.resumed_from, "devices": len(devices) if devices else None,
            **{k: row[k] for k in ("params", "params_total", "tokens", "flops", "flops_6nd", "n_layer", "n_embd",
-                                  "n_head", "steps", "lr")}}
+                                  "n_head", "steps", "lr", "schedule", "parent", "branch_step", "cooldown_tokens")}}
     write_json_atomic(workdir / RESULT, out)
     return out
 
@@ -166,7 +209,8 @@ def run_sweep(sweep: Sweep, out: str | pathlib.Path, *, devices_per_point: int |
     mine = {p.name for p in shard_points(sweep.points, shard)}
     rows = [r for r in rows if r["name"] in mine]
     done = {r["name"]: res for r in rows if (res := finished(pathlib.Path(r["cfg"].workdir), r["hash"]))}
-    todo = sorted((r for r in rows if r["name"] not in done), key=lambda r: -r["flops"])
+    # Largest first, but every long run before any branch (a branch needs its parent's checkpoint).
+    todo = sorted((r for r in rows if r["name"] not in done), key=lambda r: (r["parent"] is not None, -r["flops"]))
     k = sweep.devices_per_point if devices_per_point is None else devices_per_point
     groups = device_groups(k, devices)
     say(f"sweep: {len(rows)} points, {len(done)} finished already, {len(todo)} to run; "
@@ -200,11 +244,13 @@ def run_sweep(sweep: Sweep, out: str | pathlib.Path, *, devices_per_point: int |
 
             # Orbax's async commits from managers in several threads race (checkpoint.serialized_saves).
             with serialized_saves(), concurrent.futures.ThreadPoolExecutor(len(groups), thread_name_prefix="sweep") as pool:
-                for fut in concurrent.futures.as_completed([pool.submit(packed, r) for r in todo]):
-                    row, res = fut.result()
-                    results[row["name"]] = res
-                    bar.update(1)
-                    bar.write(_summary(row["name"], row, res))
+                for phase in (False, True):  # long runs, then branches (which read their checkpoints)
+                    wave = [pool.submit(packed, r) for r in todo if (r["parent"] is not None) == phase]
+                    for fut in concurrent.futures.as_completed(wave):
+                        row, res = fut.result()
+                        results[row["name"]] = res
+                        bar.update(1)
+                        bar.write(_summary(row["name"], row, res))
     finally:
         bar.close()
     if stopped:

@@ -1,0 +1,48 @@
+"""Report of the WSD scaling study: WSD branches vs cosine runs, compute saved, fits and their rows.
+
+Command:   python experiments/benchmarks/scaling_wsd_cpu_report.py experiments/benchmarks/scaling_wsd_cpu/results.csv
+Prints:    the run ends (N, D, epochs over the 518,635-token training split, schedule, eval bits per
+           byte), the WSD-vs-cosine cells with their relative difference, the compute of each size's
+           WSD family (long run + cooldowns) against separate cosine runs at the same lengths, and
+           which rows each law is fit on.
+
+References:
+  Hagele et al. 2024, section 4 (compute of cooldown branches vs separate runs).
+"""
+
+import sys
+
+import pandas as pd
+
+TRAIN_TOKENS = 518_635  # bundled tiny Shakespeare, 512-token BBPE (runner log)
+
+
+def main(path: str) -> None:
+    table = pd.read_csv(path)
+    ends = table[table["final"] == 1].copy()
+    ends["epochs"] = ends["tokens"] / TRAIN_TOKENS
+    ends["per_token"] = ends["flops"] / ends["tokens"]
+    cols = ["name", "params", "tokens", "epochs", "schedule", "parent", "branch_step", "eval_loss", "eval_bits_per_byte"]
+    print(ends[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"\nrows: {len(table)} ({len(ends)} run ends with final=1 -> chinchilla/kaplan-nd; "
+          f"{len(table) - len(ends)} intermediate evaluations with final=0 -> with the ends, kaplan-c/envelope)")
+    print("\nWSD branch vs separately trained cosine run at the same (N, D), eval bits per byte:")
+    for c in ends[ends["schedule"] == "cosine"].itertuples():
+        w = ends[(ends["schedule"] == "wsd") & (ends["params"] == c.params) & (ends["tokens"] == c.tokens)].iloc[0]
+        branch_cost = w["cooldown_tokens"] * w["per_token"] if isinstance(w["parent"], str) else w["flops"]
+        saved = 1 - branch_cost / c.flops
+        print(f"  N={c.params:>7,} D={c.tokens:>9,}: cosine {c.eval_bits_per_byte:.4f}, {w['name']} "
+              f"{w['eval_bits_per_byte']:.4f} ({w['eval_bits_per_byte'] / c.eval_bits_per_byte - 1:+.2%}); "
+              f"given the long run, the branch costs {1 - saved:.0%} of the cosine run")
+    print("\nPer size: every length from one WSD long run + cooldowns vs one cosine run per length:")
+    for n, group in ends[ends["schedule"] == "wsd"].groupby("params"):
+        long = group[group["parent"].isna()].iloc[0]
+        branches = group[group["parent"].notna()]
+        wsd_cost = long["flops"] + (branches["cooldown_tokens"] * branches["per_token"]).sum()
+        cos_cost = group["flops"].sum()
+        print(f"  N={n:>7,}: {len(group)} lengths; WSD {wsd_cost:.3g} FLOPs vs separate runs {cos_cost:.3g} "
+              f"({1 - wsd_cost / cos_cost:.0%} saved)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

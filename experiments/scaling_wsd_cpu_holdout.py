@@ -1,0 +1,36 @@
+"""The holdout of the WSD scaling study: one model ~5x larger than any fitted, trained after the prediction.
+
+Command:   gpt2-jax sweep run experiments/scaling_wsd_cpu_holdout.py --out runs/scaling_wsd_cpu_holdout
+           gpt2-jax sweep collect runs/scaling_wsd_cpu_holdout --out runs/scaling_wsd_cpu_holdout/results.csv
+Hardware:  any CPU; ~3.6e12 FLOPs (a few minutes on an idle 2-core CPU).
+Expected:  its eval bits per byte within 2% of the prediction written down (and committed) before it
+           was trained: experiments/benchmarks/scaling_wsd_cpu/prediction.json.
+
+Same recipe as the fitted points of experiments/scaling_wsd_cpu.py (data, vocabulary, batch, lr,
+WSD with a 20% 1-sqrt cooldown): a WSD run of 625 steps is the computation of a cooldown branch
+at step 500 of a long run, so it is comparable to the fitted rows at that token count.
+
+References:
+  experiments/scaling_wsd_cpu.py (the study and its design).
+"""
+
+import importlib.util
+import pathlib
+
+from gpt2_jax.config import TrainConfig
+from gpt2_jax.scaling.sweep import Point, Sweep, cooldown_branch_steps, shape_name
+
+_spec = importlib.util.spec_from_file_location("scaling_wsd_cpu", pathlib.Path(__file__).with_name("scaling_wsd_cpu.py"))
+study = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(study)
+
+STEPS = cooldown_branch_steps(500, study.COOLDOWN)
+
+
+def get_sweep() -> Sweep:
+    m = study.model(study.HOLDOUT_SHAPE)
+    return Sweep(base=study.base(), points=(Point(f"{shape_name(m)}-wsd{STEPS}", m, STEPS),))
+
+
+def get_config() -> TrainConfig:
+    return study.base().__class__(**{**study.base().__dict__, "model": study.model(study.HOLDOUT_SHAPE), "steps": STEPS})
