@@ -68,7 +68,9 @@ def test_slurm_script_dry_run():
 
 
 def test_sweep_launch_shards_points_over_hosts():
-    (cmd,) = dry_run("sweep.sh", "experiments/scaling_tiny_cpu.py", "--out", "/mnt/shared/s1", "--devices-per-point", "1")
+    (check, cmd) = dry_run("sweep.sh", "experiments/scaling_tiny_cpu.py", "--out", "/mnt/shared/s1", "--devices-per-point", "1")
+    assert check == ["gpt2-jax", "sweep", "run", "experiments/scaling_tiny_cpu.py", "--out", "/mnt/shared/s1",
+                     "--devices-per-point", "1", "--compile-only", "--topology", "v4-32", "--slices", "1"]
     assert cmd[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "exp1"] and "--worker=all" in cmd
     remote = cmd[-1].removeprefix("--command=")
     assert "agent-worker-number" in remote  # each worker reads its own index from the metadata server
@@ -77,7 +79,7 @@ def test_sweep_launch_shards_points_over_hosts():
     assert words[i + 1:i + 8] == ["sweep", "run", "experiments/scaling_tiny_cpu.py", "--out", "/mnt/shared/s1",
                                   "--devices-per-point", "1"]
     assert words[i + 8] == "--shard" and "agent-worker-number)/4 --no-progress" in remote  # v4-32: 4 hosts
-    (cmd,) = dry_run("sweep.sh", "s.py", "--out", "o", env={"TPU_TYPE": "v5litepod-8"})
+    (_, cmd) = dry_run("sweep.sh", "s.py", "--out", "o", env={"TPU_TYPE": "v5litepod-8"})
     assert "agent-worker-number)/1 --no-progress" in cmd[-1]  # one host
 
 

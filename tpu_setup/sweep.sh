@@ -4,7 +4,8 @@
 # as an independent process on its own chips (no jax.distributed: points never span hosts), and
 # packs its share of the points side by side on those chips (--devices-per-point K). DIR should
 # be shared storage (NFS, a GCS FUSE mount) so `gpt2-jax sweep collect DIR` sees every point;
-# rerunning the same command resumes. Each worker logs to ~/sweep.log.
+# rerunning the same command resumes. Each worker logs to ~/sweep.log. First the sweep's largest
+# point is compiled for its chips of $TPU_TYPE on this machine (compile_check, common.sh).
 # N comes from TPU_TYPE (v4-/v5p-: cores/8 hosts; v5litepod-/v6e-: chips/4 hosts, 1 up to 8 chips)
 # or TPU_HOSTS. The worker index is read from the VM's metadata server on the worker itself.
 # Usage: tpu_setup/sweep.sh [--dry-run] SWEEP.py --out DIR [--devices-per-point K]
@@ -26,6 +27,8 @@ if [[ -z "$hosts" ]]; then
   esac
 fi
 
+# The sweep's largest point compiled for the chips one point gets on this slice, before pod time.
+compile_check sweep run "${args[@]}"
 quoted=$(printf '%q ' "${args[@]}")
 worker='$(curl -s -H Metadata-Flavor:Google http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number)'
 on_all_workers "cd gpt2_jax && nohup ~/venv/bin/gpt2-jax sweep run ${quoted}--shard ${worker}/${hosts} --no-progress > ~/sweep.log 2>&1 &"

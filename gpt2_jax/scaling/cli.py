@@ -60,6 +60,8 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.sweep)
     out = pathlib.Path(args.out)
+    if args.compile_only or args.topology:
+        return _compile_largest_point(sweep, out, args)
     if args.dry_run:
         rows = runner.plan(sweep, out)
         mine = {p.name for p in runner.shard_points(sweep.points, _shard(args.shard))}
@@ -78,6 +80,29 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
     results = runner.run_sweep(sweep, out, devices_per_point=args.devices_per_point, shard=_shard(args.shard),
                                progress=not args.no_progress)
     print(f"{len(results)}/{len(sweep.points)} points finished in {out}; next: gpt2-jax sweep collect {out} --out results.csv")
+    return 0
+
+
+def _compile_largest_point(sweep, out: pathlib.Path, args: argparse.Namespace) -> int:
+    """`sweep run --compile-only [--topology T --slices N]`: the point that needs the most memory
+    (most parameters, then most tokens per step) compiled for the devices one point gets (the
+    first --devices-per-point of them; all by default), through train's compile report. Smaller
+    points need less per device, so one compile answers "does the sweep fit" before pod time."""
+    import dataclasses
+
+    import jax
+
+    from gpt2_jax import compile_report, topology
+    from gpt2_jax.scaling.sweep import total_params
+
+    devices = topology.devices(args.topology, args.slices) if args.topology else jax.devices()
+    k = sweep.devices_per_point if args.devices_per_point is None else args.devices_per_point
+    devices = devices[:k] if k else devices
+    largest = max(sweep.points, key=lambda p: (total_params(dataclasses.replace(p.model, n_vocab=sweep.base.model.n_vocab)),
+                                               sweep.base.batch_size))
+    cfg = sweep.config(largest, out / largest.name)
+    print(f"compile-only: the largest point {largest.name!r} on {len(devices)} device(s)")
+    compile_report.compile_report(cfg, devices, topology=args.topology)
     return 0
 
 
@@ -146,6 +171,10 @@ def add_parser(sub) -> None:
     r.add_argument("--shard", default=None, metavar="I/N", help="run only every N-th point starting at I (one host of N)")
     r.add_argument("--flops-per-sec", type=float, default=None, help="with --dry-run: throughput for the time estimate")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--compile-only", action="store_true",
+                   help="train nothing: compile the largest point for the devices one point gets and report its memory")
+    r.add_argument("--topology", default=None, metavar="NAME", help="with --compile-only: a TPU slice, e.g. v5e-16")
+    r.add_argument("--slices", type=int, default=1, metavar="N", help="with --topology: N slices over DCN")
     r.set_defaults(func=cmd_sweep_run)
     c = ssub.add_parser("collect", help="one CSV row per finished point")
     c.add_argument("sweep_dir")
