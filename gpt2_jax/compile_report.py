@@ -14,11 +14,12 @@ and MFU. A config that cannot fit ends with ConfigError naming the need, the HBM
 when a first-order estimate (parameters, optimizer state and activations, Korthikanti et al.)
 already exceeds HBM by ESTIMATE_MARGIN, it says so before compiling.
 
-Roofline (an estimate, stated as one): step time = max(compute, HBM, ICI, DCN), assuming perfect
-overlap. Compute = the larger of XLA's FLOPs per device and the model FLOPs (6N + 12LTD per
-token, mfu.py) over the chip's peak bf16 FLOP/s. HBM = XLA's bytes accessed over the chip's HBM
-bandwidth. XLA counts a loop body once, so with scanned layers its FLOPs and bytes are scaled by
-model FLOPs / XLA FLOPs (`loop_scale`; the layer body dominates both). ICI =
+Roofline (an estimate, stated as one, and a bound: it assumes perfect overlap and peak rates):
+step time >= max(compute, HBM, ICI, DCN). Compute = the model FLOPs (6N + 12LTD per token,
+mfu.py), or XLA's FLOPs per device when larger, over the chip's peak bf16 FLOP/s. HBM = XLA's
+bytes accessed over the chip's HBM bandwidth, only for unrolled layers: XLA's cost analysis counts
+a loop body once, so for scanned layers (the TPU default) neither its FLOPs nor its bytes stand
+for the step, and there is no HBM term. ICI =
 FSDP traffic (all-gather of parameters for forward and backward, reduce-scatter of gradients:
 3 x parameter bytes x (f-1)/f) plus the data-parallel gradient all-reduce within a slice
 (2 x sharded gradient bytes x (d-1)/d), over the chip's ICI bandwidth. DCN = the all-reduce of
@@ -160,10 +161,8 @@ def roofline(cfg: TrainConfig, trainer, report: dict, row) -> dict:
     data_in_slice = mesh["data"] // slices
     model_flops = report["model_flops_per_step"] / n
     xla_flops, xla_bytes = report["xla_flops_per_device"], report["xla_hbm_bytes_per_device"]
-    # XLA's cost analysis counts a loop body once: with scanned layers both FLOPs and HBM bytes are
-    # scaled up by how far its FLOPs fall short of the model's (the layer body dominates both).
-    scale = model_flops / xla_flops if trainer.decisions.scan_layers and 0 < xla_flops < model_flops else 1.0
-    compute = max(xla_flops * scale if np.isfinite(xla_flops) else 0.0, model_flops) / row.peak_bf16_flops
+    scanned = trainer.decisions.scan_layers
+    compute = max(0.0 if scanned or not np.isfinite(xla_flops) else xla_flops, model_flops) / row.peak_bf16_flops
     params = sum(_shard_bytes(leaf) for leaf in jax.tree_util.tree_leaves(trainer.abstract_state.params))
     f = mesh["fsdp"]
     full_params = params * f  # a device's parameters gathered over fsdp (still split over tensor)
@@ -171,11 +170,13 @@ def roofline(cfg: TrainConfig, trainer, report: dict, row) -> dict:
     dcn_bytes = 2 * params * (slices - 1) / slices
     ici = ici_bytes / row.ici_bandwidth
     dcn = dcn_bytes / row.dcn_bandwidth if row.dcn_bandwidth and slices > 1 else 0.0
-    memory = xla_bytes * scale / row.hbm_bandwidth if np.isfinite(xla_bytes) else 0.0
-    terms = {"compute": compute, "HBM": memory, "ICI": ici, "DCN": dcn}
+    # XLA's cost analysis counts a loop body once, so with scanned layers its bytes say nothing
+    # about the step's HBM traffic: no HBM term then (the estimate is compute and communication).
+    memory = None if scanned or not np.isfinite(xla_bytes) else xla_bytes / row.hbm_bandwidth
+    terms = {"compute": compute, "HBM": memory or 0.0, "ICI": ici, "DCN": dcn}
     step = max(terms.values())
     return {"compute_s": compute, "hbm_s": memory, "ici_s": ici, "dcn_s": dcn, "step_s": step,
-            "loop_scale": scale, "bound": max(terms, key=terms.get),
+            "bound": max(terms, key=terms.get),
             "mfu": model_flops / row.peak_bf16_flops / step if step else None,
             "tokens_per_sec": cfg.batch_size * cfg.seq_len / step if step else None}
 
@@ -209,7 +210,8 @@ def _print(report: dict, cfg: TrainConfig, trainer, say) -> None:
         + f"; Pallas kernel calls: {report['kernel_custom_calls']}")
     r = report["roofline"]
     if r:
-        say(f"roofline ESTIMATE (perfect overlap): compute {r['compute_s'] * 1e3:.1f} ms, HBM {r['hbm_s'] * 1e3:.1f} ms, "
-            f"ICI {r['ici_s'] * 1e3:.1f} ms, "
-            f"DCN {r['dcn_s'] * 1e3:.1f} ms -> step ~{r['step_s'] * 1e3:.1f} ms ({r['bound']}-bound), "
-            f"MFU <= {100 * r['mfu']:.0f}%, ~{r['tokens_per_sec']:,.0f} tokens/s")
+        hbm = "not estimated (scanned layers)" if r["hbm_s"] is None else f"{r['hbm_s'] * 1e3:.1f} ms"
+        say(f"roofline ESTIMATE (perfect overlap, an upper bound on speed): compute {r['compute_s'] * 1e3:.1f} ms, "
+            f"HBM {hbm}, ICI {r['ici_s'] * 1e3:.1f} ms, DCN {r['dcn_s'] * 1e3:.1f} ms -> step >= "
+            f"{r['step_s'] * 1e3:.1f} ms ({r['bound']}-bound), MFU <= {100 * r['mfu']:.0f}%, "
+            f"<= {r['tokens_per_sec']:,.0f} tokens/s")

@@ -58,9 +58,14 @@ def fmt(row: dict) -> str:
     gib = r["peak_bytes"] / 2**30
     fits = "yes" if r["fits"] else "NO"
     roof = r["roofline"] or {}
-    coll = ", ".join(f"{k.split('-')[0] if k != 'collective-permute' else 'permute'} {v}"
-                     for k, v in r["collectives"].items() if v)
-    mfu = f"{100 * roof['mfu']:.0f}% ({roof['bound']})" if roof.get("mfu") else "-"
+    short = {"all-gather": "AG", "reduce-scatter": "RS", "all-reduce": "AR", "all-to-all": "A2A", "collective-permute": "CP"}
+    coll = " ".join(f"{short[k]} {v}" for k, v in r["collectives"].items() if v)
+    terms = {"compute": roof.get("compute_s", 0), "ICI": roof.get("ici_s", 0), "DCN": roof.get("dcn_s", 0)}
+    if roof.get("hbm_s") and not r["decisions"]["scan_layers"]:
+        terms["HBM"] = roof["hbm_s"]
+    bound = max(terms, key=terms.get)
+    mfu = (f"{1e3 * terms['compute']:.0f} / {1e3 * terms['ICI']:.0f} / {1e3 * terms['DCN']:.0f} ms: "
+           f"<= {100 * roof['compute_s'] / terms[bound]:.0f}% ({bound})") if roof else "-"
     return (f"| {name} | {where} | {row['batch']} ({row['per_chip']}/chip) | {mesh} | {fits}: {gib:.2f} of "
             f"{r['hbm_bytes'] / 2**30:.1f} GiB | {r['compile_seconds']:.0f} | {coll} | {r['kernel_custom_calls']} | {mfu} |")
 
@@ -69,7 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="one tiny row")
     parser.add_argument("--only", default=None, help="comma-separated presets")
-    parser.add_argument("--out", default=None, help="also write the rows as JSON lines here")
+    parser.add_argument("--out", default=None, help="also write the rows as JSON lines here (rows in it are not redone)")
+    parser.add_argument("--table", action="store_true", help="only print the table of the rows in --out")
     args = parser.parse_args()
     if args.smoke:
         plan = [("tiny", 2, "v5e:2x2", 4, 1, []), ("tiny", 2, "v5e:2x2", 4, 2, [])]
@@ -83,13 +89,17 @@ def main() -> None:
                 if s == 1 or m in ("gpt2", "gpt2-xl")]
     print(f"# TPU compile plan, {datetime.date.today()}, host {platform.node()} ({os.cpu_count()} cores), "
           f"load {os.getloadavg()[0]:.1f}, python {platform.python_version()}")
-    print("| model | slice | batch | mesh d x f x t | fits (peak per device) | compile s | collectives | kernels | MFU estimate |")
+    print("| model | slice | batch | mesh d x f x t | fits (peak per device) | compile s | collectives (in HLO) | kernels | roofline compute / ICI / DCN: MFU bound |")
     print("|---|---|---|---|---|---|---|---|---|")
     done = {}
     if args.out and os.path.exists(args.out):
         for line in open(args.out):
             row = json.loads(line)
             done[(row["model"], row["topology"], row["slices"], row["extra"])] = row
+    if args.table:
+        for row in done.values():
+            print(fmt(row))
+        return
     out = open(args.out, "a") if args.out else None
     for model, per_chip, topo, chips, slices, extra in plan:
         if (model, topo, slices, " ".join(extra)) in done:
@@ -97,7 +107,7 @@ def main() -> None:
             continue
         row = run_row(model, per_chip, topo, chips, slices, extra)
         print(fmt(row), flush=True)
-        if row.get("report") and row["report"]["fits"] is False or (row["error"] and "GiB per device" in (row["error"] or "")):
+        if (row.get("report") and row["report"]["fits"] is False) or "GiB per device" in (row["error"] or ""):
             fixed = run_row(model, per_chip, topo, chips, slices, [*extra, "model.remat=full"])
             print(fmt(fixed), flush=True)
             rows = [row, fixed]
