@@ -19,7 +19,8 @@ like JAX's own documentation says, never point this at a directory others can wr
 References:
   JAX documentation, "Persistent compilation cache" (jax_compilation_cache_dir,
   jax_persistent_cache_min_compile_time_secs, jax_persistent_cache_min_entry_size_bytes, and the
-  trust warning); XDG Base Directory Specification (XDG_CACHE_HOME).
+  trust warning); jax/_src/compiler.py (the /jax/compilation_cache/* monitoring events `track`
+  counts); XDG Base Directory Specification (XDG_CACHE_HOME).
 """
 
 from __future__ import annotations
@@ -68,3 +69,25 @@ def enable(workdir: str | os.PathLike | None = None, *, min_compile_seconds: flo
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
         return str(directory)
     return None  # nowhere writable: compile as without a cache, never fail a run for it
+
+
+def track() -> dict:
+    """A dict that counts, from now on, this process's compilations that asked the persistent cache
+    ("requests"), found their executable there ("hits"), and the compile seconds the hits saved
+    ("saved_s"), from JAX's monitoring events. For benchmarks and the cache's own check."""
+    from jax import monitoring
+
+    counts = {"requests": 0, "hits": 0, "saved_s": 0.0}
+    names = {"/jax/compilation_cache/compile_requests_use_cache": "requests", "/jax/compilation_cache/cache_hits": "hits"}
+
+    def on_event(event: str, **_) -> None:
+        if event in names:
+            counts[names[event]] += 1
+
+    def on_duration(event: str, duration_secs: float, **_) -> None:
+        if event == "/jax/compilation_cache/compile_time_saved_sec":
+            counts["saved_s"] += duration_secs
+
+    monitoring.register_event_listener(on_event)
+    monitoring.register_event_duration_secs_listener(on_duration)
+    return counts
