@@ -205,8 +205,7 @@ def fmt(value, spec: str) -> str:
 
 
 def report(meta: dict, rows: list[dict]) -> str:
-    peers = {(r["preset"], r["batch"], r["seq"]): r for r in rows
-             if r["kind"] == "peer" and r.get("compile") and r.get("tokens_per_s")}
+    peers = {r["size"]: r for r in rows if r["kind"] == "peer" and r.get("compile") and r.get("tokens_per_s")}
     lines = [f"# gpu_speed {meta['date']}{'  (SMOKE: tiny shapes on CPU, numbers meaningless)' if meta['smoke'] else ''}",
              "", f"{meta['device']}; jax {meta['jax']}, Python {meta['python']}; command: {meta['command']}; "
                  f"compilation cache: {meta.get('cache_dir')}",
@@ -218,7 +217,7 @@ def report(meta: dict, rows: list[dict]) -> str:
     for r in rows:
         if r["kind"] == "kernels":
             continue
-        peer = peers.get((r["preset"], r["batch"], r["seq"]))
+        peer = peers.get(r["size"])
         ratio = r["tokens_per_s"] / peer["tokens_per_s"] if peer and r.get("tokens_per_s") else None
         batch = f"{r['preset']} {r['batch']}x{r['seq']}"
         lines.append(f"| {r['name']} | {batch} | {fmt(r.get('tokens_per_s'), ',.0f')} | {fmt(r.get('mfu'), '.1%')} | "
@@ -228,7 +227,8 @@ def report(meta: dict, rows: list[dict]) -> str:
                      f"{str(r.get('error', ''))[:200].replace('|', '/')} |")
     for r in rows:
         if r["kind"] == "kernels":
-            lines += ["", "## kernels", "", r.get("text") or f"error: {r.get('error')}"]
+            lines += ["", "## kernels", "", f"(compilation cache: {r.get('cache', 'off')}; row {fmt(r.get('wall_s'), '.0f')} s)",
+                      "", r.get("text") or f"error: {r.get('error')}"]
     return "\n".join(lines) + "\n"
 
 
@@ -280,6 +280,7 @@ def main() -> None:
         spec = dict(kind=kind, name=name, steps=args.steps, warmup=args.warmup, seq=args.seq, smoke=args.smoke,
                     compile=False, overrides=[], cache_dir=cache_dir)
         spec.update({k: v for k, v in settings.items() if k != "env"})
+        spec["size"] = spec.get("preset")  # the row's model size, kept when --smoke shrinks it
         if args.smoke:
             spec.update(SMOKE, preset="tiny")
         row = dict(spec)
