@@ -39,18 +39,24 @@ FORCE_CRASH_ENV = "GPT2_JAX_TEST_LLAMA_CRASH"
 RESULT_MARK = "CONSUMER-RESULT "
 
 
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 class ConsumerCrash(AssertionError):
     """The child running a consumer runtime was killed by a signal."""
 
     def __init__(self, runtime: str, job: str, signum: int, stderr: str):
         self.runtime, self.job, self.signum = runtime, job, signum
-        name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
         tail = "\n".join(stderr.strip().splitlines()[-8:])
-        super().__init__(f"{runtime} crashed with {name} ({signum}) in job {job!r}; stderr tail:\n{tail}")
+        super().__init__(f"{runtime} crashed with {signal_name(signum)} ({signum}) in job {job!r}; stderr tail:\n{tail}")
 
 
 # ---------------------------------------------------------------------------------------------- parent side
-def run_consumer(runtime: str, job: str, *, timeout: float = 300, env: dict | None = None, **args) -> dict:
+def run_consumer(runtime: str, job: str, *, timeout: float = 300, **args) -> dict:
     """Run JOBS[job](**args) in a child process and return its result (arrays come back as numpy)."""
     import numpy as np
 
@@ -59,7 +65,7 @@ def run_consumer(runtime: str, job: str, *, timeout: float = 300, env: dict | No
         spec = dict(job=job, args=args, arrays=str(pathlib.Path(tmp) / "arrays.npz"))
         try:
             proc = subprocess.run([sys.executable, __file__], input=json.dumps(spec), text=True, capture_output=True,
-                                  timeout=timeout, env={**os.environ, **(env or {})})
+                                  timeout=timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{runtime} job {job!r} did not finish in {timeout:.0f} s") from None
         if proc.returncode < 0:
@@ -86,7 +92,7 @@ def llama_logits_with_fallback(path, probe_path, prompts: list[list[int]], *, re
         run_consumer("llama.cpp", "llama_check", path=str(probe_path), prompts=prompts[:1], **kwargs)
     except ConsumerCrash as probe:
         report(f"llama.cpp's default path crashes on this CPU with its own {pathlib.Path(probe_path).name} "
-               f"({signal.Signals(probe.signum).name}) as with ours ({signal.Signals(ours.signum).name}): "
+               f"({signal_name(probe.signum)}) as with ours ({signal_name(ours.signum)}): "
                f"checking with use_extra_bufts=False (no CPU repacking buffers)")
         return run_consumer("llama.cpp", "llama_check", path=str(path), prompts=prompts,
                             **{**kwargs, "extra_bufts": False})

@@ -11,6 +11,7 @@ end of the suite. GGUF q8_0 on CPUs where llama.cpp's default path crashes (AMX 
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import warnings
@@ -288,20 +289,26 @@ def test_124m_through_every_format(gpt2_ckpt, tmp_path):
     hf.save_hf_dir(tmp_path / "hf", config, params)
     hf.write_tokenizer_files(tmp_path / "hf", vocab, config)
     export_checkpoint(ckpt, "gguf", tmp_path / "m.gguf")
+    # The consumers run in child processes; each starts as soon as its file exists and runs while
+    # this process goes on writing and reading the other formats.
+    pool = concurrent.futures.ThreadPoolExecutor(3)
+    llama_run = pool.submit(run_consumer, "llama.cpp", "llama_check", path=str(tmp_path / "m.gguf"), prompts=[prompt],
+                            n_ctx=128, texts=[text])
     # (GGUF's bit-exact read-back is checked on the small model above: the gguf package's reader
-    # spends ~10 s parsing 50k tokens and merges here; llama.cpp below is its 124M consumer check)
+    # spends ~10 s parsing 50k tokens and merges here; llama.cpp is its 124M consumer check)
+    onnx_graph.save(tmp_path / "onnx", config, params)
+    onnx_run = pool.submit(run_consumer, "onnxruntime", "onnx_logits", path=str(tmp_path / "onnx" / "model.onnx"),
+                           batches=[[prompt]])
+    savedmodel.save(tmp_path / "sm", config, params)
+    tf_run = pool.submit(run_consumer, "tensorflow", "savedmodel_logits", path=str(tmp_path / "sm"), batches=[[prompt]])
     for fmt, name in (("llmc", "llmc"), ("openai-tf", "tf"), ("safetensors", "m.safetensors"), ("hf", "hf")):
         cfg, back, vocab_name = read_model(tmp_path / name, fmt)
         assert cfg == config and vocab_name == "gpt2", fmt
         assert_params_equal(back, params)
-    onnx_graph.save(tmp_path / "onnx", config, params)
-    got = run_consumer("onnxruntime", "onnx_logits", path=str(tmp_path / "onnx" / "model.onnx"), batches=[[prompt]])
-    np.testing.assert_allclose(got["logits0"][0], ours, rtol=0, atol=1e-4 * max(scale, 1))
-    savedmodel.save(tmp_path / "sm", config, params)
-    got = run_consumer("tensorflow", "savedmodel_logits", path=str(tmp_path / "sm"), batches=[[prompt]])
-    np.testing.assert_allclose(got["logits0"][0], ours, rtol=0, atol=1e-4 * max(scale, 1))
-    run = run_consumer("llama.cpp", "llama_check", path=str(tmp_path / "m.gguf"), prompts=[prompt], n_ctx=128,
-                       texts=[text])
+    pool.shutdown()
+    np.testing.assert_allclose(onnx_run.result()["logits0"][0], ours, rtol=0, atol=1e-4 * max(scale, 1))
+    np.testing.assert_allclose(tf_run.result()["logits0"][0], ours, rtol=0, atol=1e-4 * max(scale, 1))
+    run = llama_run.result()
     assert run["tokens"] == [prompt]
     got = run["logits0"]
     assert np.abs(got - ours).max() <= 2e-3 * scale
