@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from gpt2_jax import compilation_cache
+
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from gpt2_jax.checkpoint import CheckpointError
@@ -33,6 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     rest = list(args.overrides)
     cfg = load_experiment(rest.pop(0)) if rest and rest[0].endswith(".py") else TrainConfig()
     cfg = apply_overrides(cfg, rest)
+    compilation_cache.enable(cfg.workdir)  # before anything compiles; GPT2_JAX_CACHE_DIR=none turns it off
 
     from gpt2_jax import sample, train
     from gpt2_jax.tokenizer import load_tokenizer
@@ -85,6 +88,8 @@ def _compile_only(cfg, args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from gpt2_jax import checkpoint, sample
     from gpt2_jax.tokenizer import load_tokenizer
+
+    compilation_cache.enable()
 
     directory = checkpoint.resolve_dir(args.ckpt_dir)
     _, meta, _ = checkpoint.restore_meta(directory)

@@ -3,7 +3,12 @@
 `WORKDIR/metrics.jsonl` gets one JSON object per logged step (`step`, `loss`, and `eval_loss`
 when evaluated, plus lr, grad_norm, tokens_per_sec, mfu). TensorBoard event files go to
 `WORKDIR/tensorboard/`; tensorboardX writes them without importing TensorFlow, which costs
-seconds at startup and belongs to the data pipeline only.
+seconds at startup and belongs to the data pipeline only. Where tensorboardX is not installed (the
+GPU image we measure on has PyTorch and `tensorboard` but not tensorboardX), PyTorch's writer of the
+same event format is used, and with neither the run goes on with the JSONL file alone (said once).
+
+References: tensorboardX and torch.utils.tensorboard `SummaryWriter.add_scalar` (the same TensorBoard
+event-file format).
 """
 
 from __future__ import annotations
@@ -13,14 +18,27 @@ import math
 import pathlib
 
 
+def summary_writer_class():
+    """A TensorBoard `SummaryWriter` class (tensorboardX's, else PyTorch's), or None if neither imports."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # needs torch and the `tensorboard` package
+        except ImportError:
+            return None
+    return SummaryWriter
+
+
 class MetricsWriter:
     def __init__(self, workdir: str | pathlib.Path):
-        from tensorboardX import SummaryWriter
-
         workdir = pathlib.Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(workdir / "metrics.jsonl", "a", buffering=1)
-        self._tb = SummaryWriter(str(workdir / "tensorboard"))
+        writer = summary_writer_class()
+        self._tb = writer(str(workdir / "tensorboard")) if writer else None
+        if writer is None:
+            print("note: no TensorBoard events (pip install tensorboardX); metrics go to metrics.jsonl", flush=True)
 
     def write(self, step: int, metrics: dict) -> None:
         record = {"step": int(step)}
@@ -29,10 +47,11 @@ class MetricsWriter:
                 continue
             value = float(value)
             record[key] = value if math.isfinite(value) else str(value)
-            if math.isfinite(value):
+            if math.isfinite(value) and self._tb is not None:
                 self._tb.add_scalar(key, value, int(step))
         self._jsonl.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
         self._jsonl.close()
-        self._tb.close()
+        if self._tb is not None:
+            self._tb.close()

@@ -39,6 +39,11 @@ def _selects_hardware_tests(argv: list[str]) -> bool:
 if "JAX_PLATFORMS" not in os.environ and not _selects_hardware_tests(sys.argv):
     os.environ["JAX_PLATFORMS"] = "cpu"
 
+# The CLI's persistent compilation cache (gpt2_jax/compilation_cache.py) stays off in tests, for them
+# and for the subprocesses they start: nothing is written to the user's ~/.cache, and a compile-time
+# measurement never reads a warm cache by accident. Tests of the cache set their own directory.
+os.environ["GPT2_JAX_CACHE_DIR"] = "none"
+
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import pathlib  # noqa: E402

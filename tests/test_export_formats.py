@@ -347,6 +347,18 @@ def test_cli_bad_requests(export_ckpt, tmp_path, capsys, argv, words):
     assert os.listdir(tmp_path) == []
 
 
+def test_cli_names_a_missing_format_package(export_ckpt, tmp_path, capsys, monkeypatch):
+    """On an image without a format's package (the GPU one has no gguf, safetensors or onnx): one
+    `error:` line naming the package to install, exit 2, nothing written."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gguf", None)  # `import gguf` raises ModuleNotFoundError(name="gguf")
+    code, _, err = run_cli(capsys, "export", export_ckpt.ckpt, "--format", "gguf", "--out", tmp_path / "m.gguf")
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "--format gguf needs the Python package 'gguf'" in err and "pip install gguf" in err
+    assert os.listdir(tmp_path) == []
+
+
 def test_export_needs_a_vocabulary(tmp_path, tiny_config, tiny_params, capsys):
     from _export_fixtures import write_checkpoint
 

@@ -142,3 +142,19 @@ def test_shards_from_a_larger_vocabulary_are_refused(tiny_run):
     cfg, _ = tiny_run
     with pytest.raises(ShardError, match="model.n_vocab=1000"):
         TokenWindows(cfg.workdir_path / "data", "train", 16, n_vocab=1000)
+
+
+def test_metrics_without_tensorboard_writers_go_to_jsonl(tmp_path, monkeypatch, capsys):
+    """A lean image (the GPU one: no tensorboardX, no `tensorboard`): the run keeps its JSONL metrics
+    and says once that TensorBoard events are off, instead of failing at the first log line."""
+    import sys
+
+    from gpt2_jax.metrics import MetricsWriter
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # `import` of a None entry raises ImportError
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    writer = MetricsWriter(tmp_path)
+    writer.write(1, {"loss": 2.5, "lr": None})
+    writer.close()
+    assert "no TensorBoard events" in capsys.readouterr().out and not (tmp_path / "tensorboard").exists()
+    assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [{"step": 1, "loss": 2.5}]

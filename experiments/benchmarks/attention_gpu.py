@@ -28,7 +28,8 @@ each kernel dominates):
 
     python experiments/benchmarks/attention_gpu.py --out $OUT
 
-`--smoke` runs everything at tiny sizes (T=64/100/128, N=2, the `tiny` preset, 2 timed iterations)
+Compiled programs go to the persistent compilation cache (gpt2_jax/compilation_cache.py), so a
+second run skips compiling. `--smoke` runs everything at tiny sizes (T=64/100/128, N=2, the `tiny` preset, 2 timed iterations)
 for a CPU check: cudnn rows read "skipped: needs GPU", pallas runs interpreted (slowly), and the
 timings mean nothing. `--sections kernels,train` runs a subset.
 
@@ -316,6 +317,10 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, help="timed train steps (default 10; smoke 2)")
     ap.add_argument("--iters", type=int, help="timed kernel samples (default 15; smoke 2)")
     args = ap.parse_args()
+    from gpt2_jax import compilation_cache
+
+    # $GPT2_JAX_CACHE_DIR (gpu_session.sh shares one with gpu_speed.py) or the user cache; every entry kept
+    compilation_cache.enable(min_compile_seconds=0)
     s = dict(SMOKE if args.smoke else FULL)
     overrides = dict(batch=args.batch, seq=args.seq, train_steps=args.train_steps, iters=args.iters)
     s.update({key: value for key, value in overrides.items() if value is not None})

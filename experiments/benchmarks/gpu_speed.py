@@ -12,16 +12,28 @@ H=64, T=1024/2048/4096), plus the Pallas kernel with dropout 0.1.
 Each training row runs in a fresh subprocess (clean GPU memory; a crash or OOM is one error
 row), times `--steps` steps after `--warmup`, and reports tokens/s, MFU (gpt2_jax/mfu.py:
 (6N + 12LTD) FLOPs per token over the device's peak dense bf16, 989 TFLOP/s for H100/H200) and
-the ratio to the `torch.compile` peer. Rows run in priority order while `--budget-s` lasts; the
-tables (gpu_speed.md, gpu_speed.json under --out, $OUT if set) are rewritten after every row,
-so a run cut short keeps what it measured. `--rows "a;b"` runs a subset (names in ROWS).
+the ratio to the `torch.compile` peer of the same preset. Rows run in order of value (what the
+defaults give and their peer first, alternatives after) while `--budget-s` lasts; the tables
+(gpu_speed.md, gpu_speed.json under --out, $OUT if set) are rewritten after every row, so a run
+cut short keeps what it measured. `--rows "a;b"` runs a subset (names in ROWS); `--quick` runs
+QUICK_ROWS: the defaults vs the peer for `gpt2` and `gpt2-xl` and the kernel table, meant to end
+within 5 minutes on one H100/H200.
+
+The row processes share a persistent JAX compilation cache (`--cache-dir`, default
+$GPT2_JAX_CACHE_DIR, else runs/xla_cache in the checkout; `none` turns it off) with every entry
+kept (no minimum compile time or size), and with it XLA's GPU autotuning cache: a program or a
+fusion compiled by one row, by an earlier run or by a `--quick` run before the full table is not
+compiled again. Each row reports its first step ("first step s", compilation included) and
+whether it found its program in the cache.
 
 On the device machine (Python 3.12, jax 0.11, torch 2.11, no TensorFlow), from the checkout:
 
+    PYTHONPATH=$PWD python experiments/benchmarks/gpu_speed.py --out $OUT --quick
     PYTHONPATH=$PWD python experiments/benchmarks/gpu_speed.py --out $OUT --budget-s 520
 
 On this CPU, end to end at tiny shapes (cudnn rows are skipped, Pallas runs interpreted, the
-numbers mean nothing): `PYTHONPATH=$PWD python experiments/benchmarks/gpu_speed.py --smoke`.
+numbers mean nothing): `PYTHONPATH=$PWD python experiments/benchmarks/gpu_speed.py --smoke`
+(add `--quick` for the quick set's rows).
 
 References:
   Issue 15 (the table re-measured here); karpathy/nanoGPT (the peer); Chowdhery et al. 2022,
@@ -51,17 +63,19 @@ EXPLICIT_OLD = ["model.attention=xla", "model.scan_layers=true", "model.remat=no
 ROWS: list[tuple[str, str, dict]] = [
     ("gpt2 defaults", "ours", dict(GPT2, overrides=[])),
     ("peer torch.compile", "peer", dict(GPT2, compile=True)),
+    ("gpt2-xl defaults", "ours", dict(XL, overrides=[])),
+    ("kernels", "kernels", {}),  # before the gpt2-xl peer: cheaper (its compile time is the least known)
+    ("peer torch.compile gpt2-xl", "peer", dict(XL, compile=True)),
+    ("gpt2-xl defaults, attn_pdrop 0.1", "ours", dict(XL, overrides=["model.attn_pdrop=0.1"])),
+    ("gpt2 defaults, attn_pdrop 0.1", "ours", dict(GPT2, overrides=["model.attn_pdrop=0.1"])),
+    ("gpt2-xl cudnn dots scanned", "ours", dict(XL, overrides=["model.attention=cudnn", "model.remat=dots",
+                                                               "model.scan_layers=true"])),
     ("peer eager", "peer", dict(GPT2, compile=False)),
     ("gpt2 old defaults (xla, scanned)", "ours", dict(GPT2, overrides=EXPLICIT_OLD)),
     ("gpt2 cudnn unrolled", "ours", dict(GPT2, overrides=["model.attention=cudnn", "model.scan_layers=false"])),
     ("gpt2 pallas unrolled", "ours", dict(GPT2, overrides=["model.attention=pallas", "model.scan_layers=false"])),
-    ("gpt2-xl defaults, attn_pdrop 0.1", "ours", dict(XL, overrides=["model.attn_pdrop=0.1"])),
-    ("gpt2-xl cudnn dots scanned", "ours", dict(XL, overrides=["model.attention=cudnn", "model.remat=dots",
-                                                               "model.scan_layers=true"])),
-    ("kernels", "kernels", {}),
     ("gpt2 cudnn scanned", "ours", dict(GPT2, overrides=["model.attention=cudnn", "model.scan_layers=true"])),
     ("gpt2 pallas scanned", "ours", dict(GPT2, overrides=["model.attention=pallas", "model.scan_layers=true"])),
-    ("gpt2 defaults, attn_pdrop 0.1 (pallas)", "ours", dict(GPT2, overrides=["model.attn_pdrop=0.1"])),
     ("gpt2 defaults, bf16 Adam mu", "ours", dict(GPT2, overrides=["optim.mu_dtype=bfloat16"])),
     ("gpt2 defaults, chunked LM head loss", "ours", dict(GPT2, overrides=["loss_chunk_tokens=2048"])),
     ("gpt2 defaults, remat dots", "ours", dict(GPT2, overrides=["model.remat=dots"])),
@@ -72,6 +86,8 @@ ROWS: list[tuple[str, str, dict]] = [
     ("gpt2-xl cudnn unrolled, remat none", "ours", dict(XL, overrides=["model.attention=cudnn", "model.remat=none",
                                                                         "model.scan_layers=false"])),
 ]
+# --quick: what the defaults give against the peer at both sizes, and the kernels (< 5 min on an H100/H200).
+QUICK_ROWS = ("gpt2 defaults", "peer torch.compile", "gpt2-xl defaults", "kernels", "peer torch.compile gpt2-xl")
 SMOKE = dict(preset="tiny", batch=2, seq=64, steps=2, warmup=1)
 # --smoke runs one row of each kind (the code paths), not the whole table.
 SMOKE_ROWS = ("gpt2 defaults", "peer torch.compile", "peer eager", "gpt2 pallas unrolled", "gpt2 cudnn unrolled",
@@ -152,6 +168,14 @@ def run_kernels(smoke: bool) -> dict:
 
 def child(spec: dict) -> None:
     """`--child JSON`: one row, printed as the last line (JSON)."""
+    cache = None
+    if spec["kind"] != "peer" and spec.get("cache_dir"):
+        sys.path.insert(0, str(ROOT))
+        from gpt2_jax import compilation_cache
+
+        os.environ[compilation_cache.ENV_VAR] = spec["cache_dir"]
+        compilation_cache.enable(min_compile_seconds=0)  # every entry persists: small kernels too
+        cache = compilation_cache.track()
     if spec["kind"] == "ours":
         out = run_ours(spec["preset"], spec["batch"], spec["seq"], spec["overrides"], spec["steps"], spec["warmup"])
     elif spec["kind"] == "peer":
@@ -166,6 +190,8 @@ def child(spec: dict) -> None:
                                compile_backend=backend)
     else:
         out = run_kernels(spec["smoke"])
+    if cache is not None:
+        out["cache"] = f"{cache['hits']}/{cache['requests']} hits, {cache['saved_s']:.0f} s saved"
     print("ROW-RESULT " + json.dumps(out, default=str), flush=True)
 
 
@@ -179,26 +205,30 @@ def fmt(value, spec: str) -> str:
 
 
 def report(meta: dict, rows: list[dict]) -> str:
-    peer = next((r for r in rows if r["name"] == "peer torch.compile" and r.get("tokens_per_s")), None)
+    peers = {r["size"]: r for r in rows if r["kind"] == "peer" and r.get("compile") and r.get("tokens_per_s")}
     lines = [f"# gpu_speed {meta['date']}{'  (SMOKE: tiny shapes on CPU, numbers meaningless)' if meta['smoke'] else ''}",
-             "", f"{meta['device']}; jax {meta['jax']}, Python {meta['python']}; command: {meta['command']}",
+             "", f"{meta['device']}; jax {meta['jax']}, Python {meta['python']}; command: {meta['command']}; "
+                 f"compilation cache: {meta.get('cache_dir')}",
              "bf16 compute, fp32 master weights; embd/resid dropout 0.1, attn dropout 0 unless the row says; "
-             "MFU = (6N + 12LTD) tokens/s / peak dense bf16 (gpt2_jax/mfu.py); ratio = tokens/s / peer torch.compile's",
-             "", "| row | batch | tokens/s | MFU | vs torch.compile | ms/step | first step s | resolved settings | "
-                 "peak GiB | loss first/last | error |", "|---|---|---:|---:|---:|---:|---:|---|---:|---|---|"]
+             "MFU = (6N + 12LTD) tokens/s / peak dense bf16 (gpt2_jax/mfu.py); ratio = tokens/s / the same preset's peer torch.compile; "
+             "first step = compilation + one step (cache: persistent compilation cache hits in that row)",
+             "", "| row | batch | tokens/s | MFU | vs torch.compile | ms/step | first step s | cache | resolved settings | "
+                 "peak GiB | loss first/last | error |", "|---|---|---:|---:|---:|---:|---:|---|---|---:|---|---|"]
     for r in rows:
         if r["kind"] == "kernels":
             continue
+        peer = peers.get(r["size"])
         ratio = r["tokens_per_s"] / peer["tokens_per_s"] if peer and r.get("tokens_per_s") else None
         batch = f"{r['preset']} {r['batch']}x{r['seq']}"
         lines.append(f"| {r['name']} | {batch} | {fmt(r.get('tokens_per_s'), ',.0f')} | {fmt(r.get('mfu'), '.1%')} | "
-                     f"{fmt(ratio, '.2f')} | {fmt(r.get('ms'), '.1f')} | {fmt(r.get('first_s'), '.0f')} | "
+                     f"{fmt(ratio, '.2f')} | {fmt(r.get('ms'), '.1f')} | {fmt(r.get('first_s'), '.0f')} | {r.get('cache', '')} | "
                      f"{r.get('resolved', r.get('impl', ''))} | {fmt(r.get('peak_gib'), '.1f')} | "
                      f"{fmt(r.get('loss_first'), '.3f')}/{fmt(r.get('loss_last'), '.3f')} | "
                      f"{str(r.get('error', ''))[:200].replace('|', '/')} |")
     for r in rows:
         if r["kind"] == "kernels":
-            lines += ["", "## kernels", "", r.get("text") or f"error: {r.get('error')}"]
+            lines += ["", "## kernels", "", f"(compilation cache: {r.get('cache', 'off')}; row {fmt(r.get('wall_s'), '.0f')} s)",
+                      "", r.get("text") or f"error: {r.get('error')}"]
     return "\n".join(lines) + "\n"
 
 
@@ -207,7 +237,11 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT") or "gpu_speed_results")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, 2 steps, on any backend (a CPU check)")
     ap.add_argument("--rows", default="", help="semicolon-separated row names to run (default: all, in order)")
-    ap.add_argument("--budget-s", type=float, default=520, help="stop starting rows after this many seconds")
+    ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_ROWS)} (budget 280 s)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="stop starting rows after this many seconds (default 520; --quick 280)")
+    ap.add_argument("--cache-dir", default=os.environ.get("GPT2_JAX_CACHE_DIR") or str(ROOT / "runs" / "xla_cache"),
+                    help="persistent compilation cache shared by the rows ('none': off)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per training row")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--seq", type=int, default=1024)
@@ -226,9 +260,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), jax=jax.__version__,
                 python=platform.python_version(), device=f"{jax.default_backend()} {jax.devices()[0].device_kind}",
-                smoke=args.smoke, command=" ".join(sys.argv))
+                smoke=args.smoke, command=" ".join(sys.argv), cache_dir=args.cache_dir)
     del jax
-    wanted = [n.strip() for n in args.rows.split(";") if n.strip()] or (list(SMOKE_ROWS) if args.smoke else [])
+    wanted = ([n.strip() for n in args.rows.split(";") if n.strip()] or (list(QUICK_ROWS) if args.quick else [])
+              or (list(SMOKE_ROWS) if args.smoke else []))
+    if args.budget_s is None:
+        args.budget_s = 280 if args.quick else 520
+    cache_dir = None if args.cache_dir.strip().lower() in ("none", "off", "0", "false", "no") else args.cache_dir
     if args.smoke:
         args.budget_s = max(args.budget_s, 3600)  # tiny rows; a busy CPU must not skip them
     unknown = set(wanted) - {name for name, _, _ in ROWS}
@@ -240,8 +278,9 @@ def main() -> None:
         if wanted and name not in wanted:
             continue
         spec = dict(kind=kind, name=name, steps=args.steps, warmup=args.warmup, seq=args.seq, smoke=args.smoke,
-                    compile=False, overrides=[])
+                    compile=False, overrides=[], cache_dir=cache_dir)
         spec.update({k: v for k, v in settings.items() if k != "env"})
+        spec["size"] = spec.get("preset")  # the row's model size, kept when --smoke shrinks it
         if args.smoke:
             spec.update(SMOKE, preset="tiny")
         row = dict(spec)

@@ -11,11 +11,14 @@ import argparse
 import json
 import pathlib
 
+from gpt2_jax import compilation_cache
+
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from gpt2_jax.evaluate import report
     from gpt2_jax.evaluate.runner import evaluate
 
+    compilation_cache.enable()
     run = evaluate(args.ckpt_dir, args.task, args.data, protocol=args.protocol, stride=args.stride,
                    batch_size=args.batch_size, limit=args.limit, vocab=args.vocab, progress=not args.no_progress,
                    overlap=args.overlap)

@@ -11,13 +11,32 @@ References:
 from __future__ import annotations
 
 import argparse
+import contextlib
+
+# Python module -> the pip package that provides it, for the formats' optional dependencies.
+PIP_NAMES = {"tensorflow": "tensorflow-cpu", "gguf": "gguf", "onnx": "onnx", "safetensors": "safetensors"}
+
+
+@contextlib.contextmanager
+def format_packages(fmt: str):
+    """A format whose writer or reader needs a package that is not installed (a lean GPU image, say)
+    is a user error naming the package, not a traceback."""
+    from gpt2_jax.export import ExportError
+
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        package = PIP_NAMES.get((e.name or "").split(".")[0], e.name)
+        raise ExportError(f"--format {fmt} needs the Python package {package!r}, which is not installed here: "
+                          f"pip install {package}") from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from gpt2_jax.export.convert import FORMATS, export_checkpoint
 
-    r = export_checkpoint(args.ckpt_dir, args.format, args.out, step=args.step, dtype=args.dtype, vocab=args.vocab,
-                          force=args.force)
+    with format_packages(args.format):
+        r = export_checkpoint(args.ckpt_dir, args.format, args.out, step=args.step, dtype=args.dtype,
+                              vocab=args.vocab, force=args.force)
     mb = r["bytes"] / 2**20
     print(f"exported {args.ckpt_dir} step {r['step']} -> {r['path']} ({FORMATS[args.format].what}; {args.dtype}; "
           f"{mb:,.1f} MiB in {r['seconds']:.1f} s, {mb / max(r['seconds'], 1e-9):,.0f} MiB/s; vocab {r['vocab']})")
@@ -27,7 +46,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from gpt2_jax.export.convert import import_model
 
-    r = import_model(args.src, args.format, args.out, force=args.force)
+    with format_packages(args.format):
+        r = import_model(args.src, args.format, args.out, force=args.force)
     print(f"imported {r['parameters']:,} parameters from {args.src} ({args.format}) -> {r['path']} (step 0; "
           f"vocab {r['vocab']}; {r['seconds']:.1f} s)")
     return 0

@@ -12,11 +12,14 @@ kernels are transposed. `output.weight` is left out: llama.cpp's gpt2 loader the
 the separator as bos/eos (type CONTROL) and no automatic BOS.
 
 Matrices and embeddings are stored in the requested type (f32, f16, bf16 or q8_0, via the gguf
-package's quantizers, as llama.cpp's converter does); 1-D tensors (norms, biases) stay f32.
+package's quantizers, as llama.cpp's converter does); 1-D tensors (norms, biases) stay f32. For
+q8_0 the file is what llama.cpp's own quantizer (`llama-quantize`, `llama_model_quantize`) makes
+from our f32 export, tensor for tensor and byte for byte (tests/test_export_runtimes.py): it never
+quantizes `position_embd`, and it records `general.quantization_version`.
 
 References:
   ggml-org/llama.cpp convert_hf_to_gguf.py (GPT2Model, _set_vocab_gpt2), src/models/gpt2.cpp
-  (tensor shapes), gguf-py/gguf/constants.py (MODEL_ARCH.GPT2, LlamaFileType); GGUF spec docs/gguf.md.
+  (tensor shapes), src/llama-quant.cpp ("Do not quantize positional embeddings"), gguf-py/gguf/constants.py (MODEL_ARCH.GPT2, LlamaFileType); GGUF spec docs/gguf.md.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ def save(out: pathlib.Path, config: ModelConfig, params, vocab, dtype: str = "fl
         w.add_head_count(config.n_head)
         w.add_layer_norm_eps(config.layer_norm_epsilon)
         w.add_file_type(ftype)
+        if qtype == gguf.GGMLQuantizationType.Q8_0:
+            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         if vocab is not None:
             specials = set(vocab.special_tokens.values())
             w.add_tokenizer_model("gpt2")
@@ -77,7 +82,8 @@ def save(out: pathlib.Path, config: ModelConfig, params, vocab, dtype: str = "fl
             w.add_eos_token_id(vocab.eot_id)
             w.add_add_bos_token(False)
         for name, x in tensors(config, params).items():
-            if x.ndim == 1 or qtype == gguf.GGMLQuantizationType.F32:
+            keep_f32 = qtype == gguf.GGMLQuantizationType.Q8_0 and name == "position_embd.weight"  # as llama.cpp
+            if x.ndim == 1 or qtype == gguf.GGMLQuantizationType.F32 or keep_f32:
                 w.add_tensor(name, x)
             elif qtype == gguf.GGMLQuantizationType.F16:
                 w.add_tensor(name, x.astype(np.float16))
