@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from gpt2_jax.cli_types import OneLineParser, float_in, nonneg_int, positive_float
+
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from gpt2_jax.checkpoint import CheckpointError
@@ -21,8 +23,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from gpt2_jax.sample import SampleError
     from gpt2_jax.scaling import ScalingError
     from gpt2_jax.tokenizer import TokenizerError
+    from gpt2_jax.workdir_lock import BusyError
 
-    return (ConfigError, CheckpointError, DataError, ExportError, SampleError, TokenizerError, EvalError, ScalingError)
+    return (ConfigError, CheckpointError, DataError, ExportError, SampleError, TokenizerError, EvalError, ScalingError,
+            BusyError)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -53,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"final eval loss    {result.eval_loss if result.eval_loss is None else f'{result.eval_loss:.4f}'}")
     if result.tokens_per_sec:
         print(f"throughput         {result.tokens_per_sec:,.0f} tokens/s ({result.seconds:.0f} s wall)")
-    print(f"checkpoint         {cfg.workdir}/checkpoints/{result.step}")
+    print(f"checkpoint         {result.checkpoint or '(none written)'}")
     print(f"metrics            {cfg.workdir}/metrics.jsonl, {cfg.workdir}/tensorboard/")
     if cfg.sample_prompt and cfg.sample_tokens and jax.process_count() == 1 and result.stopped is None:
         from gpt2_jax import checkpoint
@@ -71,6 +75,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gpt2_jax import checkpoint, sample
     from gpt2_jax.tokenizer import load_tokenizer
 
+    try:  # argv bytes that are not UTF-8 arrive as surrogates; encoding would turn them into U+FFFD
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise sample.SampleError("--prompt is not valid UTF-8; pass the prompt as UTF-8 text") from None
     directory = checkpoint.resolve_dir(args.ckpt_dir)
     _, meta, _ = checkpoint.restore_meta(directory)
     tok = load_tokenizer(args.vocab or meta.get("vocab", "gpt2"))
@@ -84,6 +92,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_ckpt_info(args: argparse.Namespace) -> int:
     from gpt2_jax import checkpoint
+    from gpt2_jax.finite import count_nonfinite
     from gpt2_jax.model import count_params
 
     directory = checkpoint.resolve_dir(args.ckpt_dir)
@@ -95,9 +104,13 @@ def cmd_ckpt_info(args: argparse.Namespace) -> int:
         "state": {k: meta[k] for k in ("skipped_steps", "eval_loss", "rng", "data") if k in meta},
         "parameters": count_params(params, cfg.model),
         "checksum": checkpoint.params_checksum(params),
+        "nonfinite": count_nonfinite(params),  # inf/nan values in the parameters (0 when healthy)
         "vocab": meta.get("vocab"),
         "config": meta["config"],
     }
+    if info["nonfinite"]:
+        print(f"warning: step {step} of {str(directory)!r} holds {info['nonfinite']:,} non-finite parameter values",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -106,13 +119,16 @@ def cmd_ckpt_info(args: argparse.Namespace) -> int:
                           for s in info["steps"]) + ")")
         print(f"parameters  {info['parameters']:,}")
         print(f"checksum    sha256:{info['checksum']}")
+        print(f"non-finite  {info['nonfinite']:,} values" + (" (NOT usable: resume or sample an earlier step)"
+                                                             if info["nonfinite"] else ""))
         print(f"vocab       {info['vocab']}")
         print(f"config      {json.dumps(info['config'])}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpt2-jax", description="GPT-2 in JAX: train, sample, convert.")
+    parser = OneLineParser(prog="gpt2-jax", description="GPT-2 in JAX: train, sample, convert.")
+    parser.add_argument("--debug", action="store_true", help="after an error's one line, print its full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model (no experiment file = the bundled CPU demo)")
@@ -127,11 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="generate text from a checkpoint")
     p.add_argument("ckpt_dir", help="WORKDIR/checkpoints of a run (or the WORKDIR) or an imported model")
     p.add_argument("--prompt", required=True, help="text to continue; <|endoftext|> is the separator token")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="0 disables")
-    p.add_argument("--top-p", type=float, default=1.0, help="1.0 disables")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=nonneg_int, default=64)
+    p.add_argument("--temperature", type=positive_float, default=1.0)
+    p.add_argument("--top-k", type=nonneg_int, default=0, help="0 disables")
+    p.add_argument("--top-p", type=float_in(0.0, 1.0, low_open=True), default=1.0, help="1.0 disables")
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--greedy", action="store_true", help="argmax decoding (ignores temperature/top-k/top-p)")
     p.add_argument("--ids", action="store_true", help="print token ids instead of text")
     p.add_argument("--vocab", default=None, help="vocabulary (default: the checkpoint's, else gpt2)")
@@ -139,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ckpt-info", help="step, config, parameter count and checksum of a checkpoint")
     p.add_argument("ckpt_dir")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    p.add_argument("--step", type=nonneg_int, default=None, help="checkpoint step (default: the newest)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ckpt_info)
 
@@ -169,11 +185,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(args, e, str(e))
+    except Exception as e:  # noqa: BLE001 - only OS errors (a full disk, a read-only path) are the user's
+        from gpt2_jax.os_errors import describe, find_os_error
+
+        os_error = find_os_error(e)
+        if os_error is None:
+            raise
+        return _fail(args, e, describe(os_error))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(args: argparse.Namespace, error: BaseException, line: str) -> int:
+    """One `error:` line on stderr (exit status 2); `--debug` adds the traceback after it."""
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    if getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exception(error, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
