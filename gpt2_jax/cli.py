@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from gpt2_jax.cli_types import OneLineParser, float_in, nonneg_int, positive_float
@@ -182,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "train" or any(a.startswith("-") for a in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
+    muted = _OrbaxThreadErrors()
+    if not args.debug:  # a failed background save is reported once, by the save's own error
+        logging.getLogger("absl").addFilter(muted)
+        if not isinstance(sys.unraisablehook, _DropClosedLoopCallbacks):
+            sys.unraisablehook = _DropClosedLoopCallbacks(sys.unraisablehook)
     try:
         return args.func(args)
     except _user_errors() as e:
@@ -196,6 +202,36 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        logging.getLogger("absl").removeFilter(muted)
+
+
+class _OrbaxThreadErrors(logging.Filter):
+    """Drops the ERROR records (with tracebacks) that Orbax's background threads log when a write
+    fails: the same failure reaches the loop as CheckpointError, which names the newest complete
+    checkpoint; `--debug` keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not record.exc_info or record.exc_info[2] is None:
+            return True
+        import traceback
+
+        return not any("/orbax/" in frame.filename for frame in traceback.extract_tb(record.exc_info[2]))
+
+
+class _DropClosedLoopCallbacks:
+    """After a failed asynchronous save, TensorStore's completion callbacks reach an asyncio loop
+    that Orbax has closed; each prints `RuntimeError: Event loop is closed` as an unraisable
+    exception (dozens of tracebacks after a full disk). They carry nothing the error line does
+    not say; every other unraisable exception goes to the previous hook."""
+
+    def __init__(self, previous):
+        self.previous = previous
+
+    def __call__(self, unraisable) -> None:
+        if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        self.previous(unraisable)
 
 
 def _fail(args: argparse.Namespace, error: BaseException, line: str) -> int:

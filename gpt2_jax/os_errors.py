@@ -12,6 +12,8 @@ References:
 from __future__ import annotations
 
 import errno
+import os
+import re
 
 _FIXES = {
     errno.ENOSPC: "the disk is full; free space or choose a path on another disk",
@@ -38,13 +40,27 @@ def describe(error: OSError) -> str:
     return f"{where}: {what}; {fix}"
 
 
-def find_os_error(error: BaseException) -> OSError | None:
-    """The OSError `error` is, or was caused by (libraries wrap them), if any."""
-    seen = 0
-    while error is not None and seen < 10:
-        if isinstance(error, OSError) and error.errno is not None:
-            return error
-        error, seen = error.__cause__ or error.__context__, seen + 1
+# How libraries that are not Python report an OS error in their messages: Rust's io::Error
+# (safetensors: "... (os error 28)"), TensorStore ("[os_error_code='28']"), and Python's own str().
+_ERRNO_IN_TEXT = re.compile(r"os error (\d+)|os_error_code='(\d+)'|\[Errno (\d+)\]")
+
+
+def errno_in_message(error: BaseException) -> int | None:
+    m = _ERRNO_IN_TEXT.search(str(error))
+    return int(next(g for g in m.groups() if g)) if m else None
+
+
+def find_os_error(error: BaseException, path=None) -> OSError | None:
+    """The OSError `error` is, or was caused by (libraries wrap them), if any; an error whose
+    message carries an errno (see `errno_in_message`) becomes one, naming `path`."""
+    seen, current = 0, error
+    while current is not None and seen < 10:
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        code = errno_in_message(current)
+        if code is not None:
+            return OSError(code, f"{os.strerror(code)} ({type(current).__name__})", None if path is None else str(path))
+        current, seen = current.__cause__ or current.__context__, seen + 1
     return None
 
 
@@ -52,7 +68,6 @@ def check_writable(path, *, directory: bool) -> None:
     """Raises the OSError that writing `path` (a directory, or else a file) would raise later,
     now, before the work starts: a path of the wrong kind, or a parent that is a file, is
     read-only or is not writable by this user."""
-    import os
     import pathlib
 
     path = pathlib.Path(path)
@@ -74,8 +89,6 @@ def check_writable(path, *, directory: bool) -> None:
 
 
 def _read_only(path) -> bool:
-    import os
-
     try:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:

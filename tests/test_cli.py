@@ -146,6 +146,17 @@ def _foreign_dir(tmp):
     return tmp / "mine"
 
 
+def _flipped_shards(tmp, run):
+    import shutil
+
+    data = shutil.copytree(run.workdir_path / "data", tmp / "data")
+    shard = sorted(data.glob("*train*.bin"))[0]
+    raw = bytearray(shard.read_bytes())
+    raw[-2] ^= 0x01  # one token id off by one: a valid id, so only the checksum can tell
+    shard.write_bytes(bytes(raw))
+    return data
+
+
 BAD_INPUTS = {
     "lr-inf": (lambda tmp, run: ["train", "optim.lr=inf"], "optim.lr='inf' is not a finite number"),
     "lr-nan": (lambda tmp, run: ["train", "optim.lr=nan"], "is not a finite number"),
@@ -193,6 +204,9 @@ BAD_INPUTS = {
                            "exists and is not a directory"),
     "fit-binary-csv": (lambda tmp, run: ["scaling", "fit", _write(tmp / "r.csv", data=bytes(range(256))), "--law",
                                          "kaplan-n"], "is not a UTF-8 text CSV file"),
+    "shard-bit-flipped": (lambda tmp, run: ["train", f"workdir={tmp / 'w'}", f"data.path={_flipped_shards(tmp, run)}",
+                                            "model=tiny", "data.vocab=gpt2", "steps=1", "batch_size=8", "data.seq_len=32"],
+                          "does not match its sha256"),
     "prepare-out-is-a-file": (lambda tmp, run: ["data", "prepare", "--input", tmp, "--out", _write(tmp / "o", "x")],
                               "/o': File exists"),
 }

@@ -32,6 +32,7 @@ import time
 from typing import Callable, Iterator
 
 from gpt2_jax.export.names import ExportError
+from gpt2_jax.os_errors import find_os_error
 
 
 MARKER = ".gpt2_jax-output"
@@ -119,8 +120,11 @@ def atomic_output(path: str | os.PathLike, *, directory: bool, force: bool = Fal
         else:
             tmp.chmod(0o644)
         _replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         _remove(tmp)
+        os_error = None if isinstance(e, OSError) else find_os_error(e, path)
+        if os_error is not None:  # a library's own error type for a full disk: reported as the OSError it is
+            raise os_error from e
         raise
 
 
