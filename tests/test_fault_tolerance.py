@@ -206,6 +206,8 @@ LOCK_ARGS = ["model=tiny", "data.vocab=gpt2", "steps=4", "batch_size=8", "data.s
              "optim.warmup_steps=2"]
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # lr=1e39 as float32 is inf: the point
 def test_second_train_is_refused_and_a_nan_run_rolls_back_to_a_finite_checkpoint(tiny_run, tmp_path, capsys):
     from gpt2_jax import checkpoint
     from gpt2_jax.config import TrainConfig, apply_overrides
@@ -261,6 +263,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_full_disk_is_one_error_line_and_keeps_what_is_complete(tiny_run, small_disk, tmp_path, capsys, monkeypatch):
     if small_disk is None:  # no tmpfs: the same error injected where Orbax writes
         import orbax.checkpoint as ocp
