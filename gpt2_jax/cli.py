@@ -178,11 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # `train` takes key=value overrides on either side of its flags (argparse alone stops
     # collecting positionals at the first flag).
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if args.command != "train" or any(a.startswith("-") for a in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides = list(args.overrides) + extra
+    try:  # a parse error is one `error:` line (OneLineParser) and exit status 2, returned like any other
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            if args.command != "train" or any(a.startswith("-") for a in extra):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.overrides = list(args.overrides) + extra
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     muted = _OrbaxThreadErrors()
     if not args.debug:  # a failed background save is reported once, by the save's own error
         logging.getLogger("absl").addFilter(muted)

@@ -220,6 +220,7 @@ class OptimConfig:
         _check(self.decay_steps >= 0, f"optim.decay_steps={self.decay_steps} must be >= 0")
         _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)")
+        _check(self.eps > 0, f"optim.eps={self.eps} must be > 0 (Adam divides by sqrt(v) + eps)")
         _check(self.grad_clip >= 0, f"optim.grad_clip={self.grad_clip} must be >= 0 (0 disables)")
         _check(self.mu_dtype in DTYPES, f"optim.mu_dtype={self.mu_dtype!r} is not one of {DTYPES}")
 

@@ -86,7 +86,7 @@ def test_llmc_layout_follows_the_spec(export_ckpt, tmp_path, dtype):
 
     case = export_ckpt
     export_checkpoint(case.ckpt, "llmc", tmp_path / "llmc", dtype=dtype)
-    assert sorted(os.listdir(tmp_path / "llmc")) == ["model.bin", "tokenizer.bin"]
+    assert sorted(os.listdir(tmp_path / "llmc")) == [".gpt2_jax-output", "model.bin", "tokenizer.bin"]  # the marker: --force may replace it
     header, tensors = read_llmc_by_spec(tmp_path / "llmc" / "model.bin")
     c = case.config
     assert header == dict(version=3 if dtype == "float32" else 5, max_t=c.n_ctx, V=c.n_vocab, L=c.n_layer, NH=c.n_head,

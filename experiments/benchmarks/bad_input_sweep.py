@@ -23,10 +23,12 @@ import contextlib
 import io
 import os
 import pathlib
+import re
 import sys
 import tempfile
 import traceback
 
+PROGRESS_BAR = re.compile(r"\[\d+:\d+[<,]")  # tqdm's "[00:01<00:02, 3.4it/s]" or "[00:00, ?doc/s]"
 TRAIN = ["model=tiny", "data.vocab=gpt2", "steps=2", "batch_size=8", "data.seq_len=32", "eval_every=0",
          "sample_prompt=", "log_every=1"]
 INT_KEYS = ["steps", "batch_size", "grad_accum", "log_every", "eval_every", "eval_batches", "ckpt_every",
@@ -61,7 +63,7 @@ def cases(tmp: pathlib.Path, ckpt: pathlib.Path, data: pathlib.Path) -> list[tup
         ("train", ["train", wd("g"), f"data.path={tmp / 'nowhere'}", *TRAIN]),
         ("train", ["train", wd("h"), f"data.path={file('notdir')}", *TRAIN]),
         ("train", ["train", f"workdir={file('wdfile')}", f"data.path={data}", *TRAIN]),
-        ("train", ["train", wd("i"), f"data.path={data}", *TRAIN, "batch_size=7"]),
+        ("train", ["train", wd("i"), f"data.path={data}", *TRAIN, "batch_size=7", "grad_accum=2"]),
         ("train", ["train", wd("j"), f"data.path={data}", *TRAIN, "data.seq_len=4096"]),
         ("train", ["train", file("e1.py", "def get_config(:\n  pass\n")]),
         ("train", ["train", file("e2.py", "import no_such_module_q\n")]),
@@ -222,7 +224,9 @@ def run_one(argv: list[str]) -> tuple[str, int | None, str]:
     finally:
         sys.stdin = stdin
     text = err.getvalue()
-    lines = [x for x in text.splitlines() if x.strip()]
+    # Progress bars (tqdm) also write to stderr; their fragments are not messages. A message glued
+    # to a bar's last fragment still counts (it starts the line with the bar, so it is "other").
+    lines = [x for x in text.replace("\r", "\n").splitlines() if x.strip() and not (PROGRESS_BAR.search(x) and "error:" not in x)]
     if "Traceback" in text:
         return "traceback", code, text
     if code == 0:

@@ -78,8 +78,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_overlap(args: argparse.Namespace) -> int:
+    import pathlib
+
+    from gpt2_jax.data.errors import CorpusError
     from gpt2_jax.data.overlap import format_overlap, overlap
 
+    for path in args.eval:  # before the (minutes of) Bloom filter over the training shards
+        if not pathlib.Path(path).exists():
+            raise CorpusError(f"input {path!r} does not exist; pass each evaluation set's file or folder")
     report = overlap(args.train, args.eval, n=args.n, fpr=args.fpr, format=args.format, text_field=args.text_field,
                      vocab=args.vocab, progress=not args.no_progress)
     print(json.dumps(report, indent=2) if args.json else format_overlap(report))

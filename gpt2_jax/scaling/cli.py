@@ -58,8 +58,11 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
     from gpt2_jax.scaling import runner
     from gpt2_jax.scaling.sweep import load_sweep
 
+    from gpt2_jax.os_errors import check_writable
+
     sweep = load_sweep(args.sweep)
     out = pathlib.Path(args.out)
+    check_writable(out, directory=True)
     if args.dry_run:
         rows = runner.plan(sweep, out)
         mine = {p.name for p in runner.shard_points(sweep.points, _shard(args.shard))}
