@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import sys
 import time
 from typing import Any, Callable
 
@@ -53,6 +54,13 @@ class TrainResult:
     skipped_steps: int = 0  # non-finite steps whose update was skipped, over the whole run
     resumed_from: int | None = None  # the checkpoint step this process started from
     checkpoint: str | None = None  # the newest complete checkpoint when the run ended
+
+
+def say_line(line: str) -> None:
+    """The default `say`: warnings and notes (and checkpoints moved aside) to stderr, the
+    training log to stdout, so that `gpt2-jax train > log` still shows what needs attention."""
+    attention = line.startswith(("warning:", "note:", "moved "))
+    print(line, file=sys.stderr if attention else sys.stdout, flush=attention)
 
 
 def evaluate(eval_step: Callable, params: Any, batches: list) -> float:

@@ -246,7 +246,7 @@ def compile_only(cfg: TrainConfig, say: Callable[[str], None] = print) -> dict:
     return report
 
 
-def train(cfg: TrainConfig, *, say: Callable[[str], None] = print, progress: bool = True,
+def train(cfg: TrainConfig, *, say: Callable[[str], None] = loop.say_line, progress: bool = True,
           devices: list | None = None) -> TrainResult:
     """Runs (or resumes) the training described by `cfg` and returns the final parameters.
     `devices` (default: all) is the device subset the mesh is built on; sweeps pack small
