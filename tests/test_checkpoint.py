@@ -377,3 +377,15 @@ def test_stop_request_turns_signals_into_a_flag():
         assert stop.should_stop(1) and stop.reason == "SIGINT"
         with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C does not wait for a checkpoint
             os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_nonfinite_state_is_never_written(tmp_path):
+    from gpt2_jax.checkpoint import CheckpointError
+
+    mngr = checkpoint.manager(tmp_path / "c")
+    try:
+        with pytest.raises(CheckpointError, match="the state holds 2 non-finite values"):
+            checkpoint.save(mngr, 1, TrainConfig(), {"w": jnp.array([1.0, jnp.nan, jnp.inf])}, None)
+    finally:
+        mngr.close()
+    assert checkpoint.finalized_steps(tmp_path / "c") == []

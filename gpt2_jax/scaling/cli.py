@@ -17,7 +17,7 @@ import json
 import pathlib
 import sys
 
-from gpt2_jax.cli_types import float_in, nonneg_int, positive_float, positive_int
+from gpt2_jax.cli_types import float_in, nonneg_int, positive_float
 from gpt2_jax.scaling.errors import ScalingError
 
 # Assumed sustained training throughput for --dry-run time estimates when none is given:
