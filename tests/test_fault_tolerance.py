@@ -291,7 +291,8 @@ def test_full_disk_is_one_error_line_and_keeps_what_is_complete(tiny_run, small_
         assert not list(small_disk.glob("*m.safetensors*"))
 
 
-def test_killed_data_prepare_leaves_no_workers(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_data_prepare_leaves_no_workers(tmp_path, sig):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     words = " ".join(f"w{i}" for i in range(400))
@@ -299,15 +300,17 @@ def test_killed_data_prepare_leaves_no_workers(tmp_path):
         (corpus / f"{i}.txt").write_text(f"doc {i} " + words + "\n")
     proc = subprocess.Popen([sys.executable, "-m", "gpt2_jax", "data", "prepare", "--input", str(corpus), "--out",
                              str(tmp_path / "shards"), "--workers", "2", "--no-progress", "--shard-mb", "0.01",
-                             "--min-words", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_env(1, tmp_path / "cache"))
+                             "--min-words", "1", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=_env(1, tmp_path / "cache"))
     deadline, workers = time.time() + TIMEOUT_S, []
     while time.time() < deadline and len(workers) < 2 and proc.poll() is None:
         workers = _children(proc.pid)
         time.sleep(0.05)
     assert len(workers) >= 2, "the workers never started"
-    proc.kill()
-    proc.wait()
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=TIMEOUT_S)[1]
+    if sig == signal.SIGTERM:  # a clean stop: one line, the conventional status
+        assert proc.returncode == 130 and err == "interrupted\n", (proc.returncode, err)
     deadline = time.time() + 10
     while time.time() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in workers):
         time.sleep(0.1)
