@@ -58,6 +58,7 @@ from absl import logging as absl_logging
 from orbax.checkpoint import checkpoint_managers
 
 from gpt2_jax.config import ConfigError, TrainConfig, from_dict, to_dict
+from gpt2_jax.finite import count_nonfinite
 from gpt2_jax.model import init_params
 
 ITEMS = ("params", "opt_state", "meta")
@@ -207,6 +208,10 @@ def save(mngr: ocp.CheckpointManager, step: int, cfg: TrainConfig, params: Any, 
     if eval_loss is not None:
         meta["eval_loss"] = float(eval_loss)
     metrics = {"eval_loss": float(eval_loss)} if eval_loss is not None else None
+    bad = count_nonfinite((params, opt_state))
+    if bad:  # the step guard (train.py) keeps such a state out of training; this keeps it off disk
+        raise CheckpointError(f"refusing to write checkpoint step {step} to {str(mngr.directory)!r}: the state holds "
+                              f"{bad} non-finite values; the checkpoints already there are untouched")
     try:
         mngr.wait_until_finished()  # the previous save: its failure is reported here, its buffers reused
         if isinstance(mngr, _Manager):
@@ -444,13 +449,16 @@ def restore_latest(mngr: ocp.CheckpointManager, *, params_target: Any, opt_state
             if check is not None:
                 check(step, meta, cfg)
             params, opt_state = _restore_arrays(mngr, directory, step, params_target, opt_state_target)
+            bad = count_nonfinite((params, opt_state))
+            if bad:  # written before saves were guarded: resuming it would be NaN at every step
+                raise CheckpointDamaged(directory, step, f"it holds {bad} non-finite values")
         except CheckpointDamaged as e:
             damaged.append(e)
             older = f"trying step {steps[i + 1]}" if i + 1 < len(steps) else "no older step is left"
             say(f"warning: {e}; {older}")
             continue
         for bad in damaged:
-            moved = _quarantine(directory, bad.step)
+            moved = quarantine(directory, bad.step)
             say(f"moved damaged checkpoint step {bad.step} to {moved} (kept for inspection; delete it when done)")
         if damaged:
             mngr.reload()
@@ -463,13 +471,13 @@ def restore_latest(mngr: ocp.CheckpointManager, *, params_target: Any, opt_state
     return None
 
 
-def _quarantine(directory: pathlib.Path, step: int) -> pathlib.Path:
+def quarantine(directory: pathlib.Path, step: int, suffix: str = DAMAGED_SUFFIX) -> pathlib.Path:
     """Renames step `step` to `STEP.damaged[.N]` (a name Orbax does not read as a step), on process 0."""
     source = directory / str(step)
-    target = directory / f"{step}{DAMAGED_SUFFIX}"
+    target = directory / f"{step}{suffix}"
     n = 1
     while target.exists():
-        target, n = directory / f"{step}{DAMAGED_SUFFIX}.{n}", n + 1
+        target, n = directory / f"{step}{suffix}.{n}", n + 1
     if jax.process_index() == 0:
         source.rename(target)
     if jax.process_count() > 1:

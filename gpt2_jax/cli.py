@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from gpt2_jax import compilation_cache
+from gpt2_jax.cli_types import OneLineParser, float_in, nonneg_int, positive_float
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -23,8 +25,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from gpt2_jax.sample import SampleError
     from gpt2_jax.scaling import ScalingError
     from gpt2_jax.tokenizer import TokenizerError
+    from gpt2_jax.workdir_lock import BusyError
 
-    return (ConfigError, CheckpointError, DataError, ExportError, SampleError, TokenizerError, EvalError, ScalingError)
+    return (ConfigError, CheckpointError, DataError, ExportError, SampleError, TokenizerError, EvalError, ScalingError,
+            BusyError)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -53,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"final eval loss    {result.eval_loss if result.eval_loss is None else f'{result.eval_loss:.4f}'}")
     if result.tokens_per_sec:
         print(f"throughput         {result.tokens_per_sec:,.0f} tokens/s ({result.seconds:.0f} s wall)")
-    print(f"checkpoint         {cfg.workdir}/checkpoints/{result.step}")
+    print(f"checkpoint         {result.checkpoint or '(none written)'}")
     print(f"metrics            {cfg.workdir}/metrics.jsonl, {cfg.workdir}/tensorboard/")
     if cfg.sample_prompt and cfg.sample_tokens and jax.process_count() == 1 and result.stopped is None:
         from gpt2_jax import checkpoint
@@ -91,6 +95,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     compilation_cache.enable()
 
+    try:  # argv bytes that are not UTF-8 arrive as surrogates; encoding would turn them into U+FFFD
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise sample.SampleError("--prompt is not valid UTF-8; pass the prompt as UTF-8 text") from None
     directory = checkpoint.resolve_dir(args.ckpt_dir)
     _, meta, _ = checkpoint.restore_meta(directory)
     tok = load_tokenizer(args.vocab or meta.get("vocab", "gpt2"))
@@ -104,6 +112,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_ckpt_info(args: argparse.Namespace) -> int:
     from gpt2_jax import checkpoint
+    from gpt2_jax.finite import count_nonfinite
     from gpt2_jax.model import count_params
 
     directory = checkpoint.resolve_dir(args.ckpt_dir)
@@ -115,9 +124,13 @@ def cmd_ckpt_info(args: argparse.Namespace) -> int:
         "state": {k: meta[k] for k in ("skipped_steps", "eval_loss", "rng", "data") if k in meta},
         "parameters": count_params(params, cfg.model),
         "checksum": checkpoint.params_checksum(params),
+        "nonfinite": count_nonfinite(params),  # inf/nan values in the parameters (0 when healthy)
         "vocab": meta.get("vocab"),
         "config": meta["config"],
     }
+    if info["nonfinite"]:
+        print(f"warning: step {step} of {str(directory)!r} holds {info['nonfinite']:,} non-finite parameter values",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -126,6 +139,8 @@ def cmd_ckpt_info(args: argparse.Namespace) -> int:
                           for s in info["steps"]) + ")")
         print(f"parameters  {info['parameters']:,}")
         print(f"checksum    sha256:{info['checksum']}")
+        print(f"non-finite  {info['nonfinite']:,} values" + (" (NOT usable: resume or sample an earlier step)"
+                                                             if info["nonfinite"] else ""))
         print(f"vocab       {info['vocab']}")
         print(f"config      {json.dumps(info['config'])}")
     return 0
@@ -142,7 +157,8 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpt2-jax", description="GPT-2 in JAX: train, sample, convert.")
+    parser = OneLineParser(prog="gpt2-jax", description="GPT-2 in JAX: train, sample, convert.")
+    parser.add_argument("--debug", action="store_true", help="after an error's one line, print its full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model (no experiment file = the bundled CPU demo)")
@@ -163,11 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="generate text from a checkpoint")
     p.add_argument("ckpt_dir", help="WORKDIR/checkpoints of a run (or the WORKDIR) or an imported model")
     p.add_argument("--prompt", required=True, help="text to continue; <|endoftext|> is the separator token")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="0 disables")
-    p.add_argument("--top-p", type=float, default=1.0, help="1.0 disables")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=nonneg_int, default=64)
+    p.add_argument("--temperature", type=positive_float, default=1.0)
+    p.add_argument("--top-k", type=nonneg_int, default=0, help="0 disables")
+    p.add_argument("--top-p", type=float_in(0.0, 1.0, low_open=True), default=1.0, help="1.0 disables")
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--greedy", action="store_true", help="argmax decoding (ignores temperature/top-k/top-p)")
     p.add_argument("--ids", action="store_true", help="print token ids instead of text")
     p.add_argument("--vocab", default=None, help="vocabulary (default: the checkpoint's, else gpt2)")
@@ -175,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ckpt-info", help="step, config, parameter count and checksum of a checkpoint")
     p.add_argument("ckpt_dir")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    p.add_argument("--step", type=nonneg_int, default=None, help="checkpoint step (default: the newest)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ckpt_info)
 
@@ -197,19 +213,73 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # `train` takes key=value overrides on either side of its flags (argparse alone stops
     # collecting positionals at the first flag).
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if args.command != "train" or any(a.startswith("-") for a in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides = list(args.overrides) + extra
+    try:  # a parse error is one `error:` line (OneLineParser) and exit status 2, returned like any other
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            if args.command != "train" or any(a.startswith("-") for a in extra):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.overrides = list(args.overrides) + extra
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
+    muted = _OrbaxThreadErrors()
+    if not args.debug:  # a failed background save is reported once, by the save's own error
+        logging.getLogger("absl").addFilter(muted)
+        if not isinstance(sys.unraisablehook, _DropClosedLoopCallbacks):
+            sys.unraisablehook = _DropClosedLoopCallbacks(sys.unraisablehook)
     try:
         return args.func(args)
     except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(args, e, str(e))
+    except Exception as e:  # noqa: BLE001 - only OS errors (a full disk, a read-only path) are the user's
+        from gpt2_jax.os_errors import describe, find_os_error
+
+        os_error = find_os_error(e)
+        if os_error is None:
+            raise
+        return _fail(args, e, describe(os_error))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        logging.getLogger("absl").removeFilter(muted)
+
+
+class _OrbaxThreadErrors(logging.Filter):
+    """Drops the ERROR records (with tracebacks) that Orbax's background threads log when a write
+    fails: the same failure reaches the loop as CheckpointError, which names the newest complete
+    checkpoint; `--debug` keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not record.exc_info or record.exc_info[2] is None:
+            return True
+        import traceback
+
+        return not any("/orbax/" in frame.filename for frame in traceback.extract_tb(record.exc_info[2]))
+
+
+class _DropClosedLoopCallbacks:
+    """After a failed asynchronous save, TensorStore's completion callbacks reach an asyncio loop
+    that Orbax has closed; each prints `RuntimeError: Event loop is closed` as an unraisable
+    exception (dozens of tracebacks after a full disk). They carry nothing the error line does
+    not say; every other unraisable exception goes to the previous hook."""
+
+    def __init__(self, previous):
+        self.previous = previous
+
+    def __call__(self, unraisable) -> None:
+        if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        self.previous(unraisable)
+
+
+def _fail(args: argparse.Namespace, error: BaseException, line: str) -> int:
+    """One `error:` line on stderr (exit status 2); `--debug` adds the traceback after it."""
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    if getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exception(error, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import math
 import pathlib
+import traceback
 import types
 import typing
 from typing import Any
@@ -236,12 +238,13 @@ class OptimConfig:
     mu_dtype: str = "float32"  # Adam's first moment: float32, or bfloat16 to halve its memory and traffic
 
     def __post_init__(self):
-        _check(self.lr > 0, f"optim.lr={self.lr} must be > 0")
+        _check(math.isfinite(self.lr) and self.lr > 0, f"optim.lr={self.lr} must be a finite number > 0")
         _check(0 <= self.min_lr_ratio <= 1, f"optim.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         _check(self.warmup_steps >= 0, f"optim.warmup_steps={self.warmup_steps} must be >= 0")
         _check(self.decay_steps >= 0, f"optim.decay_steps={self.decay_steps} must be >= 0")
         _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)")
+        _check(self.eps > 0, f"optim.eps={self.eps} must be > 0 (Adam divides by sqrt(v) + eps)")
         _check(self.grad_clip >= 0, f"optim.grad_clip={self.grad_clip} must be >= 0 (0 disables)")
         _check(self.mu_dtype in DTYPES, f"optim.mu_dtype={self.mu_dtype!r} is not one of {DTYPES}")
         _check(self.schedule in SCHEDULES, f"optim.schedule={self.schedule!r} is not one of {SCHEDULES}")
@@ -360,9 +363,12 @@ def _parse_value(key: str, text: str, kind: Any) -> Any:
             raise ConfigError(f"{key}={text!r} is not an integer") from None
     if kind is float:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise ConfigError(f"{key}={text!r} is not a number") from None
+        if not math.isfinite(value):  # inf passes every `> 0` check below, and nan fails them all silently
+            raise ConfigError(f"{key}={text!r} is not a finite number")
+        return value
     if kind is str:
         return text
     raise ConfigError(f"{key} cannot be set from the command line")
@@ -422,13 +428,25 @@ def call_in_file(path: str | pathlib.Path, function: str, expected: type, *, kin
     spec = importlib.util.spec_from_file_location(f"{kind}_{path.stem}", path)
     module = types.ModuleType(spec.name)
     module.__file__ = str(path)
-    spec.loader.exec_module(module)
-    if not hasattr(module, function):
-        raise error(f"{kind} file {str(path)!r} defines no {function}(); it must return a {type_name}")
-    value = getattr(module, function)()
+    try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, function):
+            raise error(f"{kind} file {str(path)!r} defines no {function}(); it must return a {type_name}")
+        value = getattr(module, function)()
+    except error:
+        raise
+    except Exception as e:  # the user's code: FILE:LINE of the innermost frame in their file
+        raise error(f"{_where_in(path, e)}: {type(e).__name__}: {e} (in {kind} file; --debug shows the traceback)") from e
     if not isinstance(value, expected):
         raise error(f"{function}() in {str(path)!r} returned {type(value).__name__}, not a {expected.__name__}")
     return value
+
+
+def _where_in(path: pathlib.Path, e: Exception) -> str:
+    if isinstance(e, SyntaxError) and e.lineno:
+        return f"{e.filename or path}:{e.lineno}"
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if pathlib.Path(f.filename) == path]
+    return f"{path}:{frames[-1].lineno}" if frames else str(path)
 
 
 def load_experiment(path: str | pathlib.Path) -> TrainConfig:
@@ -451,4 +469,6 @@ def from_dict(cls, data: dict) -> Any:
     for name, value in data.items():
         kind = types_[name]
         kwargs[name] = from_dict(kind, value) if dataclasses.is_dataclass(kind) else value
+        _check(not (kind is float and isinstance(value, float) and not math.isfinite(value)),
+               f"{cls.__name__}.{name}={value} is not a finite number")
     return cls(**kwargs)

@@ -55,3 +55,30 @@ class MetricsWriter:
         self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def postfix(record: dict) -> str:
+    """The progress bar's short suffix: loss and throughput."""
+    parts = [f"loss {record['loss']:.3f}"] if "loss" in record else []
+    if "tokens_per_sec" in record:
+        parts.append(f"{record['tokens_per_sec']:,.0f} tok/s")
+    return ", ".join(parts)
+
+
+def log_line(step: int, record: dict) -> str:
+    """The terminal line of a logged step."""
+    parts = [f"step {step:>6}"]
+    if "loss" in record:
+        parts += [f"loss {record['loss']:.4f}", f"lr {record['lr']:.2e}", f"grad_norm {record['grad_norm']:.3f}"]
+        if "bits_per_byte" in record:
+            parts.append(f"bits/byte {record['bits_per_byte']:.4f}")
+    if "tokens_per_sec" in record:
+        mfu_value = record.get("mfu")
+        parts += [f"{record['tokens_per_sec']:,.0f} tok/s", f"mfu {'n/a' if mfu_value is None else f'{100 * mfu_value:.1f}%'}"]
+    if "eval_loss" in record:
+        parts.append(f"eval_loss {record['eval_loss']:.4f}")
+    if "eval_bits_per_byte" in record:
+        parts.append(f"eval_bits/byte {record['eval_bits_per_byte']:.4f}")
+    if record.get("skipped_steps"):
+        parts.append(f"skipped {record['skipped_steps']}")
+    return " | ".join(parts)

@@ -298,13 +298,15 @@ def skipped_run(tiny_run, tmp_path_factory):
 def test_nonfinite_gradient_is_skipped_and_counted(skipped_run):
     cfg, ckpts, messages, result = skipped_run
     assert result.step == 6 and result.skipped_steps == 1 and result.stopped is None
-    assert any("step 4: the loss or gradients are not finite; the update was skipped (1 skipped" in m for m in messages)
+    assert any("step 4: the loss, gradients or updated state are not finite; the update was skipped (1 skipped" in m
+               for m in messages)
+    # While a non-finite streak goes on, the held state is suspect: checkpoint 4 is not written.
+    assert any("checkpoint 4 not written" in m for m in messages) and 4 not in checkpoint.finalized_steps(ckpts)
     records = {r["step"]: r for r in map(json.loads, (ckpts.parent / "metrics.jsonl").read_text().splitlines())}
     assert records[4]["grad_norm"] in ("inf", "nan") and np.isfinite(records[4]["loss"])
     assert "skipped_steps" not in records[3] and records[4]["skipped_steps"] == records[6]["skipped_steps"] == 1
-    # Step 4 changed nothing; steps 3 and 5 did; nothing became non-finite.
-    sums = {s: _checksum(ckpts, s) for s in (3, 4, 5)}
-    assert sums[3] == sums[4] != sums[5]
+    # Steps 3 and 5 changed the state; nothing became non-finite.
+    assert _checksum(ckpts, 3) != _checksum(ckpts, 5)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(result.params))
     assert checkpoint.restore_meta(ckpts, 6)[1]["skipped_steps"] == 1
 
@@ -375,3 +377,15 @@ def test_stop_request_turns_signals_into_a_flag():
         assert stop.should_stop(1) and stop.reason == "SIGINT"
         with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C does not wait for a checkpoint
             os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_nonfinite_state_is_never_written(tmp_path):
+    from gpt2_jax.checkpoint import CheckpointError
+
+    mngr = checkpoint.manager(tmp_path / "c")
+    try:
+        with pytest.raises(CheckpointError, match="the state holds 2 non-finite values"):
+            checkpoint.save(mngr, 1, TrainConfig(), {"w": jnp.array([1.0, jnp.nan, jnp.inf])}, None)
+    finally:
+        mngr.close()
+    assert checkpoint.finalized_steps(tmp_path / "c") == []

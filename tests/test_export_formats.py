@@ -86,7 +86,7 @@ def test_llmc_layout_follows_the_spec(export_ckpt, tmp_path, dtype):
 
     case = export_ckpt
     export_checkpoint(case.ckpt, "llmc", tmp_path / "llmc", dtype=dtype)
-    assert sorted(os.listdir(tmp_path / "llmc")) == ["model.bin", "tokenizer.bin"]
+    assert sorted(os.listdir(tmp_path / "llmc")) == [".gpt2_jax-output", "model.bin", "tokenizer.bin"]  # the marker: --force may replace it
     header, tensors = read_llmc_by_spec(tmp_path / "llmc" / "model.bin")
     c = case.config
     assert header == dict(version=3 if dtype == "float32" else 5, max_t=c.n_ctx, V=c.n_vocab, L=c.n_layer, NH=c.n_head,
@@ -321,17 +321,25 @@ def test_cli_refuses_existing_output_unless_forced(export_ckpt, tmp_path, capsys
     code, _, err = run_cli(capsys, "export", case.ckpt, "--format", "safetensors", "--out", target)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert "already exists" in err and "--force" in err and target.read_bytes() == b"precious"
+    # --force replaces only an output of this tool and this format: not the user's bytes
     code, _, err = run_cli(capsys, "export", case.ckpt, "--format", "safetensors", "--out", target, "--force")
-    assert code == 0, err
-    assert target.read_bytes()[:8] != b"precious" and sorted(os.listdir(tmp_path)) == ["model.safetensors"]
-    # a directory output, replaced only when forced, leaving nothing beside it
+    assert code == 2 and "is not a file of this format" in err and target.read_bytes() == b"precious"
+    target.unlink()
+    for force in ((), ("--force",)):
+        code, _, err = run_cli(capsys, "export", case.ckpt, "--format", "safetensors", "--out", target, *force)
+        assert code == 0, err
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+    # a directory output: a folder of the user's is refused even when forced; our own is replaced
     (tmp_path / "tf").mkdir()
     (tmp_path / "tf" / "old.txt").write_text("old")
     code, _, err = run_cli(capsys, "export", case.ckpt, "--format", "openai-tf", "--out", tmp_path / "tf")
     assert code == 2 and "already exists" in err
     code, _, err = run_cli(capsys, "export", case.ckpt, "--format", "openai-tf", "--out", tmp_path / "tf", "--force")
-    assert code == 0, err
-    assert "old.txt" not in os.listdir(tmp_path / "tf") and sorted(os.listdir(tmp_path)) == ["model.safetensors", "tf"]
+    assert code == 2 and "not written by gpt2-jax" in err and os.listdir(tmp_path / "tf") == ["old.txt"]
+    for force in ((), ("--force",)):
+        code, _, err = run_cli(capsys, "export", case.ckpt, "--format", "openai-tf", "--out", tmp_path / "tf2", *force)
+        assert code == 0, err
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors", "tf", "tf2"]
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -393,8 +401,11 @@ def test_failed_export_leaves_nothing_behind(export_ckpt, tmp_path, monkeypatch)
         export_checkpoint(export_ckpt.ckpt, "llmc", tmp_path / "llmc")
     assert os.listdir(tmp_path) == []
     # and a forced replacement that fails keeps the old output whole
+    from gpt2_jax.export.output import MARKER
+
     (tmp_path / "llmc").mkdir()
     (tmp_path / "llmc" / "model.bin").write_bytes(b"old")
+    (tmp_path / "llmc" / MARKER).write_text("")  # as if an earlier export wrote it
     with pytest.raises(OSError):
         export_checkpoint(export_ckpt.ckpt, "llmc", tmp_path / "llmc", force=True)
     assert os.listdir(tmp_path) == ["llmc"] and (tmp_path / "llmc" / "model.bin").read_bytes() == b"old"

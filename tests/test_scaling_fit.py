@@ -159,7 +159,7 @@ def test_cli_fit_json_and_plots(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--law", "kaplan"], "error: unknown law 'kaplan'"),
     (["--law", "chinchilla", "--loss-column", "val"], "has no column 'val'"),
-    (["--law", "kaplan-n", "--target-flops", "-1"], "--target-flops -1.0 must be a finite number > 0"),
+    (["--law", "kaplan-n", "--target-flops", "-1"], "--target-flops: -1.0 must be in (0.0, inf]"),
 ])
 def test_cli_fit_bad_input(tmp_path, capsys, args, message):
     csv = _write_csv(tmp_path / "r.csv", ["params", "tokens", "loss"], [(1e6, 1e8, 3.0), (1e7, 1e8, 2.8), (1e8, 1e8, 2.7)])

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+
+from gpt2_jax.cli_types import float_in, nonneg_int, positive_float, positive_int
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -22,20 +25,28 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                     max_chars=args.max_chars, wikipedia_filter=not args.no_wikipedia_filter,
                     exact_dedup=not args.no_dedup, near_dedup=not (args.no_dedup or args.no_near_dedup),
                     near_dup_threshold=args.near_dup_threshold, split=args.split, val_fraction=args.val_fraction)
+    from gpt2_jax.workdir_lock import hold
+
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    signal.signal(signal.SIGTERM, _terminated)  # a clean stop (workers die with this process: worker_lifetime.py)
     common = dict(format=args.format, recipe=recipe, workers=args.workers, shard_bytes=max(1, int(args.shard_mb * 2**20)),
                   text_field=args.text_field, url_field=args.url_field, tfds_data_dir=args.tfds_data_dir,
                   tfds_split=args.tfds_split, say=say)
-    if args.runner == "beam":
-        from gpt2_jax.data.beam_prepare import prepare_beam
+    with hold(args.out, "gpt2-jax data prepare"):  # one writer per output directory
+        if args.runner == "beam":
+            from gpt2_jax.data.beam_prepare import prepare_beam
 
-        manifest = prepare_beam(args.input, args.out, args.vocab, beam_options=args.beam_option, **common)
-    else:
-        manifest = prepare(args.input, args.out, args.vocab, progress=not args.no_progress, **common)
+            manifest = prepare_beam(args.input, args.out, args.vocab, beam_options=args.beam_option, **common)
+        else:
+            manifest = prepare(args.input, args.out, args.vocab, progress=not args.no_progress, **common)
     print(format_report(manifest["report"]))
     _print_splits(manifest)
     print(f"wrote {args.out}")
     return 0
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # the main command prints one line and exits; a rerun resumes
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -72,8 +83,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_overlap(args: argparse.Namespace) -> int:
+    import pathlib
+
+    from gpt2_jax.data.errors import CorpusError
     from gpt2_jax.data.overlap import format_overlap, overlap
 
+    for path in args.eval:  # before the (minutes of) Bloom filter over the training shards
+        if not pathlib.Path(path).exists():
+            raise CorpusError(f"input {path!r} does not exist; pass each evaluation set's file or folder")
     report = overlap(args.train, args.eval, n=args.n, fpr=args.fpr, format=args.format, text_field=args.text_field,
                      vocab=args.vocab, progress=not args.no_progress)
     print(json.dumps(report, indent=2) if args.json else format_overlap(report))
@@ -105,18 +122,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tfds-split", default=None, help="one TFDS split (default: all)")
     p.add_argument("--split", choices=["hash", "tail"], default="hash",
                    help="hash: by document hash (default); tail: last val-fraction of the token stream")
-    p.add_argument("--val-fraction", type=float, default=0.01)
+    p.add_argument("--val-fraction", type=float_in(0.0, 1.0, high_open=True), default=0.01)
     p.add_argument("--invalid-utf8", choices=["error", "drop"], default="error",
                    help="a document that is not UTF-8 stops the run (default) or is dropped and counted")
-    p.add_argument("--min-words", type=int, default=64, help="drop documents with fewer words")
-    p.add_argument("--max-chars", type=int, default=4_000_000, help="drop documents with more characters")
-    p.add_argument("--near-dup-threshold", type=float, default=0.8, help="MinHash Jaccard estimate to drop")
+    p.add_argument("--min-words", type=nonneg_int, default=64, help="drop documents with fewer words")
+    p.add_argument("--max-chars", type=positive_int, default=4_000_000, help="drop documents with more characters")
+    p.add_argument("--near-dup-threshold", type=float_in(0.0, 1.0, low_open=True), default=0.8, help="MinHash Jaccard estimate to drop")
     p.add_argument("--no-normalize", action="store_true", help="keep text exactly as read")
     p.add_argument("--no-wikipedia-filter", action="store_true")
     p.add_argument("--no-near-dedup", action="store_true", help="exact dedup only")
     p.add_argument("--no-dedup", action="store_true", help="neither exact nor near dedup")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core; 1 = in-process)")
-    p.add_argument("--shard-mb", type=float, default=400.0, help="text per shard in MiB (400 = about 100M tokens)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: one per core; 1 = in-process)")
+    p.add_argument("--shard-mb", type=positive_float, default=400.0, help="text per shard in MiB (400 = about 100M tokens)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no stage messages on stderr")
     p.add_argument("--runner", choices=["local", "beam"], default="local",
@@ -136,8 +153,8 @@ def add_parser(subparsers) -> None:
     p = sub.add_parser("overlap", help="fraction of each eval set's 8-grams found in the training shards (Bloom filter)")
     p.add_argument("--train", required=True, metavar="SHARDS_DIR")
     p.add_argument("--eval", nargs="+", required=True, metavar="PATH", help="one evaluation set per PATH")
-    p.add_argument("--n", type=int, default=8, help="n-gram length in words")
-    p.add_argument("--fpr", type=float, default=1e-8, help="Bloom filter false-positive rate bound")
+    p.add_argument("--n", type=positive_int, default=8, help="n-gram length in words")
+    p.add_argument("--fpr", type=float_in(0.0, 1.0, low_open=True, high_open=True), default=1e-8, help="Bloom filter false-positive rate bound")
     p.add_argument("--format", choices=[f for f in FORMATS if f != "tfds"], default="auto")
     p.add_argument("--text-field", default="text")
     p.add_argument("--vocab", default=None, help="vocabulary to decode the shards (default: the manifest's)")

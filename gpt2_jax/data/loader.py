@@ -49,7 +49,7 @@ import numpy as np
 
 from gpt2_jax.data.errors import ShardError
 from gpt2_jax.data.ngrams import mix64, mix64_int
-from gpt2_jax.data.shards import read_manifest, read_shard
+from gpt2_jax.data.shards import read_manifest, read_shard, shard_sha256
 from gpt2_jax.data.prefetch import Prefetcher
 from gpt2_jax.data.tf_runtime import DEFAULT_THREADS
 
@@ -66,6 +66,27 @@ def resolve_pipeline(pipeline: str) -> str:
 
 FEISTEL_ROUNDS = 6
 _GOLDEN = 0x9E3779B97F4A7C15
+
+
+VERIFY_BYTES = 1 << 30  # sha256 runs at ~1 GB/s: about a second per loader
+
+
+def _shards_to_verify(shard_dir: pathlib.Path, names: list[str], files: dict, seed: int) -> list[str]:
+    """Shards whose sha256 (from the manifest) is checked when a loader opens: all of them up to
+    VERIFY_BYTES, beyond that a sample of about that size, drawn anew per seed so that repeated
+    runs cover different shards. (`gpt2-jax data stats --verify` checks every shard.)"""
+    names = [n for n in names if "sha256" in files.get(n, {})]
+    sizes = {n: (shard_dir / n).stat().st_size if (shard_dir / n).is_file() else 0 for n in names}
+    if sum(sizes.values()) <= VERIFY_BYTES:
+        return names
+    order = np.random.default_rng(seed).permutation(len(names))
+    chosen, total = [], 0
+    for i in order:
+        if total + sizes[names[i]] > VERIFY_BYTES and chosen:
+            break
+        chosen.append(names[i])
+        total += sizes[names[i]]
+    return chosen
 
 
 def epoch_key(seed: int, epoch: int) -> int:
@@ -133,10 +154,14 @@ class TokenLoader:
 
         entry = manifest["splits"][split]
         files = {f["name"]: f for f in entry.get("files", [])}
+        verify = set(_shards_to_verify(shard_dir, entry["shards"], files, seed))
         self.shards = []
         for name in entry["shards"]:
             tokens = read_shard(shard_dir / name)
             info = files.get(name)
+            if name in verify and shard_sha256(shard_dir / name) != info["sha256"]:
+                raise ShardError(f"shard {str(shard_dir / name)!r} does not match its sha256 in the manifest (changed or "
+                                 f"damaged since it was written); re-create the shard directory with `gpt2-jax data prepare`")
             if info is not None and info["tokens"] != tokens.size:
                 raise ShardError(f"shard {str(shard_dir / name)!r} holds {tokens.size} tokens but the manifest says "
                                  f"{info['tokens']}; re-create the shard directory")

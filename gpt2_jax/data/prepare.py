@@ -53,6 +53,7 @@ from gpt2_jax.data.dedup import near_duplicates
 from gpt2_jax.data.errors import CorpusError, ShardError
 from gpt2_jax.data.readers import Document, read_corpus
 from gpt2_jax.data.shards import MANIFEST, MAX_VOCAB, SHARD_FORMAT, read_shard, shard_sha256, write_shard
+from gpt2_jax.data.worker_lifetime import start_worker
 from gpt2_jax.tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["MANIFEST", "SHARD_FORMAT", "CorpusError", "Recipe", "bundled_corpus", "prepare", "prepare_text"]
@@ -408,7 +409,8 @@ def _map_ordered(fn, items: Iterator, workers: int, initializer, initargs) -> It
         yield from map(fn, items)
         return
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe once JAX or TF threads exist
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs) as pool:
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=start_worker,
+                                                initargs=(os.getpid(), initializer, initargs)) as pool:
         pending: collections.deque = collections.deque()
         try:
             for item in items:

@@ -12,13 +12,17 @@ import json
 import pathlib
 
 from gpt2_jax import compilation_cache
+from gpt2_jax.cli_types import positive_int
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from gpt2_jax.evaluate import report
     from gpt2_jax.evaluate.runner import evaluate
+    from gpt2_jax.os_errors import check_writable
 
     compilation_cache.enable()
+    if args.out:  # before the (minutes of) evaluation, not after
+        check_writable(args.out, directory=True)
     run = evaluate(args.ckpt_dir, args.task, args.data, protocol=args.protocol, stride=args.stride,
                    batch_size=args.batch_size, limit=args.limit, vocab=args.vocab, progress=not args.no_progress,
                    overlap=args.overlap)
@@ -46,9 +50,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--protocol", default="paper", choices=["paper", "lm-eval"],
                    help="paper = GPT-2 paper's method (detokenizers, overlapping windows); lm-eval = "
                         "lm-evaluation-harness's numbers")
-    p.add_argument("--stride", type=int, default=None, help="rolling-window stride in tokens (paper default n_ctx/2)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per model call (rounded up to the device count)")
-    p.add_argument("--limit", type=int, default=None, help="at most N documents/examples per task")
+    p.add_argument("--stride", type=positive_int, default=None, help="rolling-window stride in tokens (paper default n_ctx/2)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per model call (rounded up to the device count)")
+    p.add_argument("--limit", type=positive_int, default=None, help="at most N documents/examples per task")
     p.add_argument("--out", default=None, help="folder for eval.json and eval.md")
     p.add_argument("--json", action="store_true", help="last stdout line: the results as one JSON object")
     p.add_argument("--vocab", default=None, help="vocabulary (default: the checkpoint's)")

@@ -30,6 +30,8 @@ def format_packages(fmt: str):
         raise ExportError(f"--format {fmt} needs the Python package {package!r}, which is not installed here: "
                           f"pip install {package}") from None
 
+from gpt2_jax.cli_types import nonneg_int
+
 
 def cmd_export(args: argparse.Namespace) -> int:
     from gpt2_jax.export.convert import FORMATS, export_checkpoint
@@ -63,7 +65,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output file or directory (must not exist, unless --force)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "q8_0"],
                    help="stored weight type (default float32; which a format takes: see README)")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    p.add_argument("--step", type=nonneg_int, default=None, help="checkpoint step (default: the newest)")
     p.add_argument("--vocab", default=None, help="vocabulary to export with the weights (default: the checkpoint's)")
     p.add_argument("--force", action="store_true", help="replace an existing output (only once the new one is complete)")
     p.set_defaults(func=cmd_export)

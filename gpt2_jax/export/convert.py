@@ -48,6 +48,25 @@ FORMATS: dict[str, Format] = {
 IMPORT_FORMATS = tuple(name for name, f in FORMATS.items() if f.can_import)
 
 
+def _is_safetensors(path: pathlib.Path) -> bool:
+    with open(path, "rb") as f:  # u64 little-endian header length, then the JSON header
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 30
+
+
+def _is_gguf(path: pathlib.Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+# One-file formats and how to recognise a file of theirs (what --force may replace); the rest write directories.
+ONE_FILE = {"safetensors": _is_safetensors, "gguf": _is_gguf}
+
+
+def _check_output(out, fmt: str, force: bool) -> pathlib.Path:
+    return check_new_output(out, force, directory=fmt not in ONE_FILE, sniff=ONE_FILE.get(fmt), what=fmt)
+
+
 def _module(fmt: str):
     return importlib.import_module(f"gpt2_jax.export.{FORMATS[fmt].module}")
 
@@ -69,7 +88,7 @@ def export_checkpoint(ckpt_dir: str | os.PathLike, fmt: str, out: str | os.PathL
     spec = _check_format(fmt, importing=False)
     if dtype not in spec.dtypes:
         raise ExportError(f"format {fmt!r} cannot hold --dtype {dtype}; choose one of {', '.join(spec.dtypes)}")
-    out = check_new_output(out, force)
+    out = _check_output(out, fmt, force)
     directory = checkpoint.resolve_dir(ckpt_dir)
     start = time.perf_counter()
     if fmt == "params":
@@ -157,7 +176,7 @@ def import_model(src: str | os.PathLike, fmt: str, out: str | os.PathLike, *, fo
     from gpt2_jax.export.names import check_params_match
     from gpt2_jax.model import count_params
 
-    out = check_new_output(out, force)
+    out = _check_output(out, "checkpoint", force)
     start = time.perf_counter()
     config, params, vocab = read_model(src, fmt)
     check_params_match(params, config)

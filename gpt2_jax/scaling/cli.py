@@ -18,6 +18,7 @@ import json
 import pathlib
 import sys
 
+from gpt2_jax.cli_types import float_in, nonneg_int, positive_float
 from gpt2_jax.scaling.errors import ScalingError
 
 # Assumed sustained training throughput for --dry-run time estimates when none is given:
@@ -58,10 +59,13 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
     from gpt2_jax.scaling import runner
     from gpt2_jax.scaling.sweep import load_sweep
 
+    from gpt2_jax.os_errors import check_writable
+
     sweep = load_sweep(args.sweep)
     out = pathlib.Path(args.out)
     if args.compile_only or args.topology:
         return _compile_largest_point(sweep, out, args)
+    check_writable(out, directory=True)
     if args.dry_run:
         rows = runner.plan(sweep, out)
         mine = {p.name for p in runner.shard_points(sweep.points, _shard(args.shard))}
@@ -107,8 +111,10 @@ def _compile_largest_point(sweep, out: pathlib.Path, args: argparse.Namespace) -
 
 
 def cmd_sweep_collect(args: argparse.Namespace) -> int:
+    from gpt2_jax.os_errors import check_writable
     from gpt2_jax.scaling.collect import collect, write_csv
 
+    check_writable(args.out, directory=False)
     rows, missing = collect(args.sweep_dir, curves=args.curves, zeroshot=args.zeroshot, zeroshot_limit=args.zeroshot_limit)
     path = write_csv(rows, args.out)
     print(f"{len(rows)} rows -> {path}" + (f"; not finished: {', '.join(missing)}" if missing else ""))
@@ -119,9 +125,12 @@ def cmd_scaling_fit(args: argparse.Namespace) -> int:
     from gpt2_jax.scaling.fit import describe, fit_law, fitter, report
     from gpt2_jax.scaling.table import load_table
 
+    from gpt2_jax.os_errors import check_writable
     from gpt2_jax.scaling.predict import load_rows_for
 
     fitter(args.law)  # an unknown law is refused before the file is read
+    if args.plot:  # before the fit (and its bootstrap) runs
+        check_writable(args.plot, directory=True)
     table, which = load_rows_for(args.results, args.law, args.loss_column, args.fit_on)
     result, boot = fit_law(table, args.law, target_flops=args.target_flops, k=args.bootstrap, seed=args.seed,
                            level=args.level, progress=not args.json)
@@ -166,10 +175,10 @@ def add_parser(sub) -> None:
     r.add_argument("sweep", help="a .py file with get_sweep()")
     r.add_argument("--out", required=True, help="sweep directory (rerun the same command to resume)")
     r.add_argument("--dry-run", action="store_true", help="list points with N, D, FLOPs and estimated time; train nothing")
-    r.add_argument("--devices-per-point", type=int, default=None,
+    r.add_argument("--devices-per-point", type=nonneg_int, default=None,
                    help="pack points side by side on groups of this many local devices (0 = all; default: the sweep's)")
     r.add_argument("--shard", default=None, metavar="I/N", help="run only every N-th point starting at I (one host of N)")
-    r.add_argument("--flops-per-sec", type=float, default=None, help="with --dry-run: throughput for the time estimate")
+    r.add_argument("--flops-per-sec", type=positive_float, default=None, help="with --dry-run: throughput for the time estimate")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--compile-only", action="store_true",
                    help="train nothing: compile the largest point for the devices one point gets and report its memory")
@@ -197,10 +206,10 @@ def add_parser(sub) -> None:
     f.add_argument("--fit-on", default=None, metavar="FILTER",
                    help="rows to fit, e.g. 'final==1'; default: all, but with a final column only final==1 rows "
                         "for the L(N, D) laws (kaplan-c and envelope take whole curves)")
-    f.add_argument("--bootstrap", type=int, default=0, metavar="K", help="K resamples for confidence intervals (0 = none)")
-    f.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    f.add_argument("--level", type=float, default=0.95, help="bootstrap interval level")
-    f.add_argument("--target-flops", type=float, default=None, help="compute for predictions (default: the table's largest)")
+    f.add_argument("--bootstrap", type=nonneg_int, default=0, metavar="K", help="K resamples for confidence intervals (0 = none)")
+    f.add_argument("--seed", type=nonneg_int, default=0, help="bootstrap seed")
+    f.add_argument("--level", type=float_in(0.0, 1.0, low_open=True, high_open=True), default=0.95, help="bootstrap interval level")
+    f.add_argument("--target-flops", type=positive_float, default=None, help="compute for predictions (default: the table's largest)")
     f.add_argument("--plot", default=None, metavar="DIR", help="write PNG plots here")
     f.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the fit")
     f.set_defaults(func=cmd_scaling_fit)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import pathlib
 
@@ -77,7 +78,14 @@ def load_table(path: str | pathlib.Path, loss_column: str = "loss") -> Table:
     path = pathlib.Path(path)
     if not path.is_file():
         raise ScalingError(f"results file {str(path)!r} does not exist; make one with `gpt2-jax sweep collect`")
-    with open(path, newline="", encoding="utf-8") as f:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ScalingError(f"{str(path)!r} is not a UTF-8 text CSV file (byte {e.start} is {e.object[e.start]:#04x}); "
+                           f"pass the CSV written by `gpt2-jax sweep collect`") from None
+    if "\0" in text:
+        raise ScalingError(f"{str(path)!r} holds NUL bytes: it is not a CSV file; pass the CSV written by `gpt2-jax sweep collect`")
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         for column in (*REQUIRED, loss_column):

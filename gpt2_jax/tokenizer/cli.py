@@ -79,6 +79,17 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """--processes: checked while parsing, before any progress bar starts."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
 def add_parser(subparsers) -> None:
     """Registers `tokenizer` (with train, encode, decode) on an argparse subparsers object."""
     parser = subparsers.add_parser("tokenizer", help="train a vocabulary; encode or decode text",
@@ -94,7 +105,7 @@ def add_parser(subparsers) -> None:
                    help="bbpe = GPT-2's byte-level BPE (default); sentencepiece = BPE with byte fallback")
     p.add_argument("--special-token", dest="special_tokens", action="append", metavar="TOKEN",
                    help=f"a special token (repeatable; default {ENDOFTEXT}, which must be included)")
-    p.add_argument("--processes", type=int, default=None, help="counting processes (default: all cores for inputs >= 32 MiB)")
+    p.add_argument("--processes", type=_positive_int, default=None, help="counting processes (default: all cores for inputs >= 32 MiB)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
