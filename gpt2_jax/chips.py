@@ -16,6 +16,8 @@ References (per chip):
   Cloud TPU docs, "TPU v6e": 918 TFLOP/s bf16, 32 GB HBM at 1638 GB/s, ICI 800 GB/s
     bidirectional per chip.
   DCN for v4, v5p, v6e: no per-chip figure is published; v5e's 3.125 GB/s per chip is assumed.
+  HBM sizes are taken as GiB for v5e and v6e: libtpu's compiler reports 15.75 GiB available on a
+  v5e (16 GiB less its reserve) when a program does not fit.
   NVIDIA H100 SXM / H200 datasheets: 989 TFLOP/s dense bf16; 80 GB at 3.35 TB/s (H100),
     141 GB at 4.8 TB/s (H200); NVLink 900 GB/s. A100 SXM: 312 TFLOP/s, 80 GB at 2.04 TB/s,
     NVLink 600 GB/s.
@@ -42,10 +44,10 @@ class Chip:
 
 # device_kind substring (lower case) -> chip; first match wins, so longer keys come first.
 CHIPS: dict[str, Chip] = {
-    "tpu v6 lite": Chip("v6e", 918e12, 32 * GB, 1638 * GB, 800 * GB, _V5E_DCN),
-    "tpu v6e": Chip("v6e", 918e12, 32 * GB, 1638 * GB, 800 * GB, _V5E_DCN),
-    "tpu v5 lite": Chip("v5e", 197e12, 16 * GB, 819 * GB, 400 * GB, _V5E_DCN),
-    "tpu v5e": Chip("v5e", 197e12, 16 * GB, 819 * GB, 400 * GB, _V5E_DCN),
+    "tpu v6 lite": Chip("v6e", 918e12, 32 * GIB, 1638 * GB, 800 * GB, _V5E_DCN),
+    "tpu v6e": Chip("v6e", 918e12, 32 * GIB, 1638 * GB, 800 * GB, _V5E_DCN),
+    "tpu v5 lite": Chip("v5e", 197e12, 16 * GIB, 819 * GB, 400 * GB, _V5E_DCN),
+    "tpu v5e": Chip("v5e", 197e12, 16 * GIB, 819 * GB, 400 * GB, _V5E_DCN),
     "tpu v5p": Chip("v5p", 459e12, 95 * GB, 2765 * GB, 600 * GB, _V5E_DCN),
     "tpu v5": Chip("v5p", 459e12, 95 * GB, 2765 * GB, 600 * GB, _V5E_DCN),
     "tpu v4": Chip("v4", 275e12, 32 * GIB, 1200 * GB, 300 * GB, _V5E_DCN),

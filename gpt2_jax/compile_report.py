@@ -77,8 +77,14 @@ def compile_report(cfg: TrainConfig, devices: list | None = None, *, topology: s
         raise DoesNotFit(_no_fit(cfg, estimate["total"], row, "estimated before compiling"))
 
     t0 = time.perf_counter()
-    with target_lib.building_for(tgt):
-        compiled = trainer.train_step.lower(trainer.abstract_state, trainer.abstract_batch()).compile()
+    try:
+        with target_lib.building_for(tgt):
+            compiled = trainer.train_step.lower(trainer.abstract_state, trainer.abstract_batch()).compile()
+    except jax.errors.JaxRuntimeError as err:  # the TPU compiler itself refuses programs that overflow HBM
+        need = _compiler_need(str(err))
+        if row is None or need is None:
+            raise
+        raise DoesNotFit(_no_fit(cfg, need, row, "the compiler's count of temporaries alone")) from None
     seconds = time.perf_counter() - t0
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
@@ -121,6 +127,15 @@ def compile_report(cfg: TrainConfig, devices: list | None = None, *, topology: s
     if report["fits"] is False:
         raise DoesNotFit(_no_fit(cfg, report["peak_bytes"], row, "compiled"), report)
     return report
+
+
+def _compiler_need(message: str) -> float | None:
+    """Bytes from XLA's "RESOURCE_EXHAUSTED: ... required for HLO temporaries (17.90G) exceeds
+    available HBM (15.75G)", or None for any other error."""
+    found = re.search(r"RESOURCE_EXHAUSTED.*?\(([\d.]+)([KMGT])\) exceeds available HBM", message, re.S)
+    if not found:
+        return None
+    return float(found.group(1)) * 1024 ** "KMGT".index(found.group(2)) * 1024
 
 
 def collective_counts(hlo: str) -> dict[str, int]:
