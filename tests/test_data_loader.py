@@ -17,7 +17,7 @@ import pytest
 from gpt2_jax.data.clean import Recipe
 from gpt2_jax.data.loader import TokenLoader, epoch_key, permute
 from gpt2_jax.data.prepare import MANIFEST, bundled_corpus, prepare, prepare_text
-from gpt2_jax.data.shards import ShardError, read_shard, write_shard
+from gpt2_jax.data.shards import ShardError, read_shard, shard_sha256, write_shard
 from gpt2_jax.tokenizer import load_tokenizer
 
 DATA = pathlib.Path(__file__).parent / "data" / "pipeline"
@@ -174,6 +174,8 @@ def test_ids_beyond_the_vocabulary_are_refused(tmp_path):
     tokens[10] = 60000  # fits uint16, not GPT-2's vocabulary
     write_shard(out / "train_000000.bin", tokens)
     manifest["splits"]["train"]["files"][0]["max_id"] = 60000
+    # A shard written with a bad id (its checksum recorded as written), not damaged afterwards.
+    manifest["splits"]["train"]["files"][0]["sha256"] = shard_sha256(out / "train_000000.bin")
     (out / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ShardError, match="holds token id 60000 >= n_vocab=50257"):
         make(out)

@@ -42,7 +42,7 @@ def test_onnx_runtime_logits(export_ckpt, tmp_path, tokens, forward):
 
     case = export_ckpt
     export_checkpoint(case.ckpt, "onnx", tmp_path / "onnx")
-    assert os.listdir(tmp_path / "onnx") == ["model.onnx"]
+    assert sorted(os.listdir(tmp_path / "onnx")) == [".gpt2_jax-output", "model.onnx"]  # the file and --force's marker
     model = onnx.load(str(tmp_path / "onnx" / "model.onnx"))
     onnx.checker.check_model(model)
     assert model.opset_import[0].version == 20

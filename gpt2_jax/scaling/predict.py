@@ -61,10 +61,14 @@ def read_rows(path: str | pathlib.Path, loss_column: str) -> tuple[list[str], li
     path = pathlib.Path(path)
     if not path.is_file():
         raise ScalingError(f"results file {str(path)!r} does not exist; make one with `gpt2-jax sweep collect`")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = list(reader.fieldnames or [])
-        rows = [{**r, "_line": i} for i, r in enumerate(reader, start=2)]  # line 1 is the header
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            rows = [{**r, "_line": i} for i, r in enumerate(reader, start=2)]  # line 1 is the header
+    except UnicodeDecodeError as e:
+        raise ScalingError(f"{str(path)!r} is not a UTF-8 text CSV file (byte {e.start} is {e.object[e.start]:#04x}); "
+                           f"give the CSV that `gpt2-jax sweep collect` writes") from None
     for column in (*REQUIRED, loss_column):
         if column not in header:
             raise ScalingError(f"{str(path)!r} has no column {column!r} (columns: {', '.join(header) or 'none'}); "
