@@ -13,7 +13,7 @@ import logging
 import sys
 
 from gpt2_jax import compilation_cache
-from gpt2_jax.cli_types import OneLineParser, float_in, nonneg_int, positive_float
+from gpt2_jax.cli_types import OneLineParser, float_in, nonneg_int, positive_float, positive_int
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -146,16 +146,6 @@ def cmd_ckpt_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="gpt2-jax", description="GPT-2 in JAX: train, sample, convert.")
     parser.add_argument("--debug", action="store_true", help="after an error's one line, print its full traceback")
@@ -171,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topology", default=None, metavar="NAME",
                    help="with --compile-only: compile for a TPU slice instead of this machine's devices, e.g. "
                         "v5e:2x2, v5e:16x16, v5p:8x8x16, v5p-1024 (needs libtpu, no TPU)")
-    p.add_argument("--slices", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--slices", type=positive_int, default=1, metavar="N",
                    help="with --topology: N slices joined by the data-center network (data parallel across them)")
     p.add_argument("--json", action="store_true", help="with --compile-only: print the report as JSON on stdout")
     p.set_defaults(func=cmd_train)

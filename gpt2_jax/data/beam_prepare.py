@@ -32,10 +32,10 @@ import shutil
 from typing import Callable
 
 from gpt2_jax.data.clean import Recipe, Report, format_report
-from gpt2_jax.data.errors import CorpusError, ShardError
+from gpt2_jax.data.errors import CorpusError
 from gpt2_jax.data.readers import FORMATS, ReadUnit, detect_format, read_units
-from gpt2_jax.data.shards import MANIFEST, MAX_VOCAB, SHARD_FORMAT
-from gpt2_jax.tokenizer import Tokenizer, load_tokenizer
+from gpt2_jax.data.shards import MANIFEST, SHARD_FORMAT
+from gpt2_jax.tokenizer import Tokenizer
 
 STAGING = ".prepare-beam"
 
@@ -69,15 +69,9 @@ def prepare_beam(inputs: list[str | os.PathLike], out_dir: str | os.PathLike, vo
 
     from gpt2_jax.data import beam_pipeline
 
-    if not inputs:
-        raise CorpusError("no inputs given; pass at least one --input PATH")
-    tok = load_tokenizer(vocab) if isinstance(vocab, str) else vocab
-    vocab_source = (vocab if vocab == "gpt2" else str(pathlib.Path(vocab).resolve())) if isinstance(vocab, str) else tok.source
-    if tok.n_vocab > MAX_VOCAB:
-        raise ShardError(f"vocabulary {tok.name!r} has {tok.n_vocab} ids; uint16 shards hold at most {MAX_VOCAB}")
-    if shard_bytes < 1:
-        raise CorpusError(f"shard_bytes={shard_bytes} must be >= 1")
-    workers = max(1, workers if workers is not None else len(os.sched_getaffinity(0)))
+    from gpt2_jax.data.prepare import check_arguments  # the local runner's checks, word for word
+
+    tok, vocab_source, workers = check_arguments(inputs, vocab, shard_bytes, workers)
     flags = beam_flags(workers, list(beam_options))
     read_options = dict(format=format, text_field=text_field, url_field=url_field,
                         tfds_data_dir=tfds_data_dir, tfds_split=tfds_split)

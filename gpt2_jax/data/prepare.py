@@ -76,6 +76,19 @@ def prepare_text(inputs: list[str | os.PathLike], out_dir: str | os.PathLike, to
     return prepare(inputs, out_dir, tokenizer, format="text", recipe=Recipe.plain(val_fraction), workers=1)
 
 
+def check_arguments(inputs, vocab, shard_bytes: int, workers: int | None):
+    """What both runners check before reading anything: (tokenizer, vocabulary source, workers)."""
+    if not inputs:
+        raise CorpusError("no inputs given; pass at least one --input PATH")
+    tok = load_tokenizer(vocab) if isinstance(vocab, str) else vocab
+    vocab_source = (vocab if vocab == "gpt2" else str(pathlib.Path(vocab).resolve())) if isinstance(vocab, str) else tok.source
+    if tok.n_vocab > MAX_VOCAB:
+        raise ShardError(f"vocabulary {tok.name!r} has {tok.n_vocab} ids; uint16 shards hold at most {MAX_VOCAB}")
+    if shard_bytes < 1:
+        raise CorpusError(f"shard_bytes={shard_bytes} must be >= 1")
+    return tok, vocab_source, max(1, workers if workers is not None else len(os.sched_getaffinity(0)))
+
+
 def prepare(inputs: list[str | os.PathLike], out_dir: str | os.PathLike, vocab: str | Tokenizer, *,
             format: str = "auto", recipe: Recipe = Recipe(), workers: int | None = None,
             shard_bytes: int = DEFAULT_SHARD_BYTES, text_field: str = "text", url_field: str = "url",
@@ -85,15 +98,7 @@ def prepare(inputs: list[str | os.PathLike], out_dir: str | os.PathLike, vocab: 
 
     `vocab` is "gpt2", a vocabulary directory, or a loaded Tokenizer. `workers` processes clean
     and tokenize (None = one per core, 1 = all in this process)."""
-    if not inputs:
-        raise CorpusError("no inputs given; pass at least one --input PATH")
-    tok = load_tokenizer(vocab) if isinstance(vocab, str) else vocab
-    vocab_source = (vocab if vocab == "gpt2" else str(pathlib.Path(vocab).resolve())) if isinstance(vocab, str) else tok.source
-    if tok.n_vocab > MAX_VOCAB:
-        raise ShardError(f"vocabulary {tok.name!r} has {tok.n_vocab} ids; uint16 shards hold at most {MAX_VOCAB}")
-    if shard_bytes < 1:
-        raise CorpusError(f"shard_bytes={shard_bytes} must be >= 1")
-    workers = max(1, workers if workers is not None else len(os.sched_getaffinity(0)))
+    tok, vocab_source, workers = check_arguments(inputs, vocab, shard_bytes, workers)
     read_options = dict(format=format, text_field=text_field, url_field=url_field,
                         tfds_data_dir=tfds_data_dir, tfds_split=tfds_split)
     key = _prepare_key(inputs, read_options, recipe, tok, shard_bytes)

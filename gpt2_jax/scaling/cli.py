@@ -18,7 +18,7 @@ import json
 import pathlib
 import sys
 
-from gpt2_jax.cli_types import float_in, nonneg_int, positive_float
+from gpt2_jax.cli_types import float_in, nonneg_int, positive_float, positive_int
 from gpt2_jax.scaling.errors import ScalingError
 
 # Assumed sustained training throughput for --dry-run time estimates when none is given:
@@ -183,7 +183,7 @@ def add_parser(sub) -> None:
     r.add_argument("--compile-only", action="store_true",
                    help="train nothing: compile the largest point for the devices one point gets and report its memory")
     r.add_argument("--topology", default=None, metavar="NAME", help="with --compile-only: a TPU slice, e.g. v5e-16")
-    r.add_argument("--slices", type=int, default=1, metavar="N", help="with --topology: N slices over DCN")
+    r.add_argument("--slices", type=positive_int, default=1, metavar="N", help="with --topology: N slices over DCN")
     r.set_defaults(func=cmd_sweep_run)
     c = ssub.add_parser("collect", help="one CSV row per finished point")
     c.add_argument("sweep_dir")
