@@ -42,8 +42,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from gpt2_jax import mfu, sharding
-from gpt2_jax import target as target_lib
+from gpt2_jax import distributed, mfu, sharding
 from gpt2_jax.chips import chip
 from gpt2_jax.config import ConfigError, TrainConfig
 
@@ -69,6 +68,8 @@ def compile_report(cfg: TrainConfig, devices: list | None = None, *, topology: s
     report (module docstring); raises ConfigError when it cannot fit the chip's memory."""
     from gpt2_jax.train import Trainer  # train imports this module's callers, not the reverse
 
+    if devices is None:  # this machine's devices: of every process of a multi-host job
+        distributed.initialize(cfg.distributed)
     trainer = Trainer.build(cfg, devices)
     tgt, decisions = trainer.target, trainer.decisions
     row = chip(tgt.device_kind) if tgt.platform != "cpu" else None
@@ -77,9 +78,8 @@ def compile_report(cfg: TrainConfig, devices: list | None = None, *, topology: s
         raise DoesNotFit(_no_fit(cfg, estimate["total"], row, "estimated before compiling"))
 
     t0 = time.perf_counter()
-    try:
-        with target_lib.building_for(tgt):
-            compiled = trainer.train_step.lower(trainer.abstract_state, trainer.abstract_batch()).compile()
+    try:  # the step traces under Trainer's building_for(its mesh's devices)
+        compiled = trainer.train_step.lower(trainer.abstract_state, trainer.abstract_batch()).compile()
     except jax.errors.JaxRuntimeError as err:  # the TPU compiler itself refuses programs that overflow HBM
         need = _compiler_need(str(err))
         if row is None or need is None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import os
 from typing import Iterable
 
 import jax
@@ -93,6 +94,27 @@ class Decisions:
                 f"layers {'scanned' if self.scan_layers else 'unrolled'}{auto(model.scan_layers)}, "
                 f"remat={self.remat}{auto(model.remat)}")
 
+
+def skip_absent_tpu_backend() -> None:
+    """Keeps jax from starting libtpu's TPU backend on a host with no TPU chips.
+
+    libtpu is installed on CPU hosts too (it is what compiles for `--topology`), and jax then tries
+    its TPU backend on every start, which fails quietly but prints several lines of libtpu
+    warnings first. jax already skips its CUDA backend on hosts without an NVIDIA GPU; this is the
+    same rule for TPUs. An explicit JAX_PLATFORMS is left alone, and describing topologies for
+    compilation loads libtpu by itself, not through this backend."""
+    if os.environ.get("JAX_PLATFORMS"):
+        return
+    try:
+        from jax._src import hardware_utils, xla_bridge
+
+        if hardware_utils.num_available_tpu_chips_and_device_id()[0] == 0 and not xla_bridge._backends:
+            xla_bridge._backend_factories.pop("tpu", None)
+    except (ImportError, AttributeError):  # private jax API moved: the warnings come back, nothing breaks
+        pass
+
+
+skip_absent_tpu_backend()
 
 _TARGET: contextvars.ContextVar[Target | None] = contextvars.ContextVar("gpt2_jax_target", default=None)
 
