@@ -1,0 +1,48 @@
+"""Learning-rate probe for the WSD study: cosine and WSD at the same (N, D), three peak LRs each.
+
+Command:   gpt2-jax sweep run experiments/scaling_wsd_lr_probe.py --out runs/scaling_wsd_lr_probe
+           gpt2-jax sweep collect runs/scaling_wsd_lr_probe --out runs/scaling_wsd_lr_probe/results.csv
+Hardware:  any CPU; 8 runs of L2-d80 for 312 steps (a few minutes on an idle 2-core CPU).
+Why:       the first WSD study (one lr, 3e-3) found its cooldown branches 2.3-2.9% better than cosine
+           runs at the same (N, D). Hagele et al. 2024 compare the schedules each at its own best lr;
+           this probe asks whether 3e-3 was below the best lr of either schedule, which would favour
+           WSD (its lr stays at the peak for 80% of the run, cosine's mean is about half the peak).
+"""
+
+import importlib.util
+import pathlib
+
+from gpt2_jax.scaling.sweep import Point, Sweep, shape_name
+
+_spec = importlib.util.spec_from_file_location("scaling_wsd_cpu", pathlib.Path(__file__).with_name("scaling_wsd_cpu.py"))
+study = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(study)
+
+SHAPE = (2, 80)
+STEPS = 312
+LRS = (7.5e-4, 1.5e-3, 3e-3, 6e-3, 1.2e-2, 2.4e-2)
+WARMUPS = (20, 100)  # the study's warmup, and a longer one: does a higher peak lr become usable?
+
+
+def get_sweep() -> Sweep:
+    m = study.model(SHAPE)
+    points = [Point(f"{shape_name(m)}-{schedule}{STEPS}-lr{lr:g}" + (f"-wu{warmup}" if warmup != 20 else ""), m, STEPS,
+                    lr=lr, optim={"schedule": schedule, "warmup_steps": warmup})
+              for warmup in WARMUPS for lr in LRS for schedule in ("cosine", "wsd")
+              if warmup == 20 or lr >= 3e-3]
+    return Sweep(base=study.base(), points=tuple(points) + get_sweep_small().points)
+
+
+# Second part: the cosine optimum at two smaller widths (warmup 100), for the lr-vs-width rule the
+# study uses. Only sizes below the holdout are probed: the holdout's lr comes from the rule alone.
+SMALL_SHAPES = ((2, 32), (2, 48))
+SMALL_LRS = (3e-3, 6e-3, 1.2e-2, 2.4e-2)
+
+
+def get_sweep_small() -> Sweep:
+    points = []
+    for shape in SMALL_SHAPES:
+        m = study.model(shape)
+        points += [Point(f"{shape_name(m)}-cosine{STEPS}-lr{lr:g}-wu100", m, STEPS, lr=lr,
+                         optim={"schedule": "cosine", "warmup_steps": 100}) for lr in SMALL_LRS]
+    return Sweep(base=study.base(), points=tuple(points))
