@@ -1,13 +1,16 @@
 """μP learning-rate transfer: the sweep's table, the optimum per width, and its plot.
 
 An LR-transfer sweep trains models of several widths over one grid of learning rates, under the
-standard parametrization and under μP, and records the final validation loss of each run
-(experiments/benchmarks/scaling_mup_transfer.py writes it as CSV with the columns
-`parametrization, width, lr, val_loss`). The question it answers (Yang et al. 2022, Figure 1):
-does the best learning rate stay put as the model widens? `optimum_lrs` finds the best LR per
-width, on the grid and refined by a parabola through the grid minimum and its two neighbours in
-log2(lr); `transfer_spread` is max/min of those optima across widths (1 = perfect transfer);
-`plot_transfer` draws loss against LR, one line per width, one panel per parametrization.
+standard parametrization and under μP, with one or more seeds, and records the final validation
+loss of each run (experiments/benchmarks/scaling_mup_transfer.py writes it as CSV with the columns
+`parametrization, width, lr, seed, val_loss`; a table without `seed` is one seed). The question it
+answers (Yang et al. 2022, Figure 1): does the best learning rate stay put as the model widens?
+Everything below works on the seed-mean loss of each (parametrization, width, lr): a run that
+diverged makes its point's mean inf. `optimum_lrs` finds the best LR per width, on the grid and
+refined by a parabola through the grid minimum and its two neighbours in log2(lr), and says how
+much the seeds disagree (each seed's own grid argmin, the standard error at the optimum);
+`transfer_spread` is max/min of those optima across widths (1 = perfect transfer); `plot_transfer`
+draws loss against LR, one line per width, one panel per parametrization.
 
 References:
   Yang et al. 2022, "Tensor Programs V", Figure 1 and section 6 (LR transfer across width).
@@ -19,14 +22,15 @@ import csv
 import math
 import pathlib
 
-COLUMNS = ("parametrization", "width", "lr", "val_loss")
+COLUMNS = ("parametrization", "width", "lr", "seed", "val_loss")
 
 
 def read_table(path: str | pathlib.Path) -> list[dict]:
-    """Rows of a sweep CSV as dicts with typed values (non-finite losses stay as inf/nan)."""
+    """Rows of a sweep CSV as dicts with typed values (non-finite losses stay as inf/nan; no
+    `seed` column means seed 0)."""
     with open(path, newline="") as f:
         return [{"parametrization": r["parametrization"], "width": int(r["width"]), "lr": float(r["lr"]),
-                 "val_loss": float(r["val_loss"])} for r in csv.DictReader(f)]
+                 "seed": int(r.get("seed") or 0), "val_loss": float(r["val_loss"])} for r in csv.DictReader(f)]
 
 
 def write_table(rows: list[dict], path: str | pathlib.Path) -> pathlib.Path:
@@ -34,22 +38,43 @@ def write_table(rows: list[dict], path: str | pathlib.Path) -> pathlib.Path:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows({k: row[k] for k in COLUMNS} for row in rows)
+        writer.writerows({k: row.get(k, 0) for k in COLUMNS} for row in rows)
     return path
 
 
+def _finite(loss: float) -> float:
+    return loss if math.isfinite(loss) else math.inf  # nan (a diverged run) counts as worst
+
+
+def _per_seed(rows: list[dict], parametrization: str, width: int) -> dict[float, dict[int, float]]:
+    """{lr: {seed: loss}} of one width."""
+    out: dict[float, dict[int, float]] = {}
+    for r in rows:
+        if r["parametrization"] == parametrization and r["width"] == width:
+            out.setdefault(r["lr"], {})[r.get("seed", 0)] = _finite(r["val_loss"])
+    return out
+
+
 def _curve(rows: list[dict], parametrization: str, width: int) -> list[tuple[float, float]]:
-    return sorted((r["lr"], r["val_loss"]) for r in rows if r["parametrization"] == parametrization and r["width"] == width)
+    """[(lr, seed-mean loss)] sorted by lr; inf where any seed diverged."""
+    return sorted((lr, sum(by_seed.values()) / len(by_seed)) for lr, by_seed in _per_seed(rows, parametrization, width).items())
+
+
+def _grid_argmin(curve: list[tuple[float, float]]) -> int:
+    return min(range(len(curve)), key=lambda i: curve[i][1])
 
 
 def optimum_lrs(rows: list[dict], parametrization: str) -> dict[int, dict]:
-    """{width: {"grid": best LR on the grid, "refined": parabola vertex in log2(lr), "loss": best
-    loss, "edge": True when the best LR is the grid's first or last (the optimum may lie beyond)}}."""
+    """{width: {"grid": best LR of the seed-mean curve on the grid, "refined": parabola vertex in
+    log2(lr), "loss": best seed-mean loss, "sem": standard error of the mean there (0 with one
+    seed), "seed_grid": each seed's own grid argmin LR, "edge": True when the best LR is the grid's
+    first or last (the optimum may lie beyond)}}."""
     out = {}
     for width in sorted({r["width"] for r in rows if r["parametrization"] == parametrization}):
+        per_seed = _per_seed(rows, parametrization, width)
         curve = _curve(rows, parametrization, width)
-        losses = [loss if math.isfinite(loss) else math.inf for _, loss in curve]
-        i = min(range(len(curve)), key=losses.__getitem__)
+        losses = [loss for _, loss in curve]
+        i = _grid_argmin(curve)
         refined = curve[i][0]
         edge = i in (0, len(curve) - 1)
         if not edge and all(math.isfinite(losses[j]) for j in (i - 1, i, i + 1)):
@@ -59,7 +84,13 @@ def optimum_lrs(rows: list[dict], parametrization: str) -> dict[int, dict]:
             b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / denom
             if a > 0:  # a minimum: the vertex lies between the neighbours
                 refined = 2.0 ** min(max(-b / (2 * a), x0), x2)
-        out[width] = {"grid": curve[i][0], "refined": refined, "loss": losses[i], "edge": edge}
+        at_best = list(per_seed[curve[i][0]].values())
+        sem = (sum((x - losses[i]) ** 2 for x in at_best) / (len(at_best) - 1) / len(at_best)) ** 0.5 \
+            if len(at_best) > 1 and math.isfinite(losses[i]) else 0.0
+        seeds = sorted({seed for by_seed in per_seed.values() for seed in by_seed})
+        seed_grid = [curve[_grid_argmin([(lr, per_seed[lr].get(seed, math.inf)) for lr, _ in curve])][0] for seed in seeds]
+        out[width] = {"grid": curve[i][0], "refined": refined, "loss": losses[i], "sem": sem, "seed_grid": seed_grid,
+                      "edge": edge}
     return out
 
 
@@ -70,9 +101,11 @@ def transfer_spread(optima: dict[int, dict], key: str = "grid") -> float:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Loss per (parametrization, width) and LR, the best marked with *, then each optimum."""
+    """Seed-mean loss per (parametrization, width) and LR, the best marked with *, then each
+    optimum (grid, refined), the standard error at it and each seed's own best LR (log2)."""
     lrs = sorted({r["lr"] for r in rows})
-    lines = [f"{'param':5} {'width':>5} " + " ".join(f"{lr:>8.1e}" for lr in lrs) + "   best lr (grid, refined)"]
+    lines = [f"{'param':5} {'width':>5} " + " ".join(f"{lr:>8.1e}" for lr in lrs) +
+             "   best lr (grid, refined) +- sem at best; per-seed best log2(lr)"]
     for parametrization in ("sp", "mup"):
         optima = optimum_lrs(rows, parametrization)
         for width, best in optima.items():
@@ -82,9 +115,10 @@ def format_table(rows: list[dict]) -> str:
                 loss = losses.get(lr, math.nan)
                 mark = "*" if lr == best["grid"] else " "
                 cells.append(f"{loss:>7.3f}{mark}" if math.isfinite(loss) else f"{'diverge':>7} ")
-            edge = "  (grid edge)" if best["edge"] else ""
+            edge = " (grid edge)" if best["edge"] else ""
+            seed_best = ",".join(f"{math.log2(lr):g}" for lr in best["seed_grid"])
             lines.append(f"{parametrization:5} {width:>5} " + " ".join(cells) +
-                         f"   {best['grid']:.1e}, {best['refined']:.1e}{edge}")
+                         f"   {best['grid']:.1e}, {best['refined']:.1e}{edge} +-{best['sem']:.3f}; {seed_best}")
         if optima:
             lines.append(f"{parametrization:5} spread of the optimum across widths: {transfer_spread(optima):.1f}x on the "
                          f"grid, {transfer_spread(optima, 'refined'):.1f}x refined")
@@ -92,8 +126,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def plot_transfer(rows: list[dict], out: str | pathlib.Path | None = None, *, title: str = ""):
-    """Validation loss against learning rate, one line per width, SP and μP side by side; the
-    optimum of each width is marked. Saves a PNG when `out` is given; returns the figure."""
+    """Validation loss against learning rate, one line per width (the seed mean; a band spans the
+    seeds' min..max), SP and μP side by side; the optimum of each width is marked. Saves a PNG when `out` is given; returns the figure."""
     import matplotlib
 
     if out is not None:
@@ -107,14 +141,20 @@ def plot_transfer(rows: list[dict], out: str | pathlib.Path | None = None, *, ti
         optima = optimum_lrs(rows, parametrization)
         for width, best in optima.items():
             curve = _curve(rows, parametrization, width)
-            line, = ax.plot([lr for lr, _ in curve], [min(loss, top) if math.isfinite(loss) else top for _, loss in curve],
+            clip = lambda loss: min(loss, top) if math.isfinite(loss) else top
+            line, = ax.plot([lr for lr, _ in curve], [clip(loss) for _, loss in curve],
                             marker="o", ms=3, label=f"width {width}")
+            per_seed = _per_seed(rows, parametrization, width)
+            if any(len(by_seed) > 1 for by_seed in per_seed.values()):  # the seeds' range around the mean
+                ax.fill_between([lr for lr, _ in curve], [clip(min(per_seed[lr].values())) for lr, _ in curve],
+                                [clip(max(per_seed[lr].values())) for lr, _ in curve], color=line.get_color(), alpha=0.15)
             ax.plot([best["grid"]], [best["loss"]], marker="*", ms=12, color=line.get_color())
         ax.set_xscale("log", base=2)
         ax.set_xlabel("learning rate (Adam, base)")
-        ax.set_title(name + (f": optimum spread {transfer_spread(optima):.0f}x" if optima else ""))
+        ax.set_title(name + (f": optimum spread {transfer_spread(optima):.0f}x (grid), "
+                             f"{transfer_spread(optima, 'refined'):.1f}x (refined)" if optima else ""))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("validation loss (nats/byte), clipped")
+    axes[0].set_ylabel("validation loss (nats/byte, seed mean), clipped")
     axes[0].set_ylim(top=top)
     axes[1].legend(fontsize=8)
     if title:

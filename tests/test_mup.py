@@ -205,6 +205,23 @@ def test_transfer_table_finds_known_optima(tmp_path):
     assert (tmp_path / "t.png").stat().st_size > 10_000
 
 
+def test_transfer_optimum_is_taken_on_the_seed_mean():
+    from gpt2_jax.mup_transfer import optimum_lrs
+
+    # Two seeds whose own minima sit at 2^-8 and 2^-6; their mean is a parabola centred on 2^-7.
+    lrs = [2.0 ** e for e in range(-10, -3)]
+    rows = [{"parametrization": "mup", "width": 64, "lr": lr, "seed": seed,
+             "val_loss": 3.0 + 0.1 * (math.log2(lr) - centre) ** 2}
+            for seed, centre in ((0, -8), (1, -6)) for lr in lrs]
+    best = optimum_lrs(rows, "mup")[64]
+    assert math.log2(best["grid"]) == -7 and math.log2(best["refined"]) == pytest.approx(-7)
+    assert [math.log2(lr) for lr in best["seed_grid"]] == [-8, -6]
+    assert best["loss"] == pytest.approx(3.1) and best["sem"] == pytest.approx(0.0, abs=1e-12)
+    # one diverged seed makes that LR's mean inf, never its best
+    rows.append({"parametrization": "mup", "width": 64, "lr": 2.0 ** -7, "seed": 2, "val_loss": math.nan})
+    assert math.log2(optimum_lrs(rows, "mup")[64]["grid"]) != -7
+
+
 # ----------------------------------------------------------------------------------------------
 # coordinate check (Yang et al. 2022): a few Adam steps at three widths
 
