@@ -24,7 +24,7 @@ def test_iid_source_has_the_entropy_of_its_one_row():
     row = source.transition[0]
     assert np.count_nonzero(row) == 5 and row.sum() == pytest.approx(1.0)
     assert source.entropy_rate == pytest.approx(_entropy_bits(row), abs=1e-12)
-    assert source.window_entropy(64) == pytest.approx(source.entropy_rate)  # no context to miss
+    assert source.window_floor(64) == pytest.approx(source.entropy_rate)  # no context to miss
 
 
 def test_two_state_chain_matches_the_closed_form():
@@ -35,8 +35,8 @@ def test_two_state_chain_matches_the_closed_form():
     source = Source("ab", 1, transition, pi)
     closed_form = b / (a + b) * _entropy_bits([a, 1 - a]) + a / (a + b) * _entropy_bits([b, 1 - b])
     assert source.entropy_rate == pytest.approx(closed_form, abs=1e-9)
-    # The first symbol of a window has no context: its entropy is H(pi).
-    assert source.window_entropy(10) == pytest.approx((_entropy_bits(pi) + 9 * closed_form) / 10, abs=1e-9)
+    # Every target of a window has the one symbol of context an order-1 chain needs.
+    assert source.window_floor(10) == pytest.approx(closed_form, abs=1e-9)
 
 
 def test_empirical_likelihood_of_a_sample_converges_to_the_entropy_rate():
@@ -63,6 +63,9 @@ def test_block_entropy_is_the_chain_rule_sum_of_conditional_entropies():
     assert ladder[-1] == pytest.approx(source.entropy_rate, abs=1e-9)
     assert all(h0 >= h1 - 1e-9 for h0, h1 in zip(ladder, ladder[1:]))  # more context never hurts
     assert source.block_entropy() == pytest.approx(sum(ladder[:3]), abs=1e-6)
+    # Windows of 5 targets: the first two are predicted from 1 and 2 symbols, the rest from 3.
+    assert source.window_floor(5) == pytest.approx((ladder[1] + ladder[2] + 3 * ladder[3]) / 5, abs=1e-12)
+    assert source.window_floor(5) > source.entropy_rate
 
 
 def test_chains_whose_entropy_rate_depends_on_the_start_are_refused():

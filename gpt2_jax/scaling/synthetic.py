@@ -19,11 +19,11 @@ more than one closed class (the entropy rate would depend on the start) is refus
 from power iteration of the lazy chain (P + I) / 2 (same pi, aperiodic, so it converges), refused
 if it has not converged.
 
-A model that reads windows of T tokens cannot condition the first k tokens of a window on a full
-context, so its best possible mean loss over a window is not H but
-    E_T = (H(X_1..X_k) + (T - k) * H) / T   (the chain rule; the block entropy from pi)
-`Source.window_entropy(T)` computes it; this is the floor a fitted E should approach for
-models evaluated on windows of T tokens.
+A model trained and evaluated on windows (inputs x_0..x_{T-1}, targets x_1..x_T) predicts its
+first targets from fewer than k symbols, so its best possible mean loss is not H but
+    F_T = (H_1 + ... + H_{k-1} + (T - k + 1) * H) / T,   H_j = H(X_t | the j previous symbols)
+(`Source.window_floor(T)`, from `Source.conditional_entropies()`): the value a fitted E should
+approach for models evaluated on windows of T tokens.
 """
 
 from __future__ import annotations
@@ -81,12 +81,14 @@ class Source:
         p = self.stationary[self.stationary > 0]
         return float(-(p * np.log2(p)).sum())
 
-    def window_entropy(self, window: int) -> float:
-        """The lowest mean loss (bits per symbol) any predictor reading windows of `window`
-        symbols can reach: the first `order` positions lack a full context."""
-        if window < self.order:
-            raise DataError(f"window {window} is shorter than the chain's order {self.order}")
-        return (self.block_entropy() + (window - self.order) * self.entropy_rate) / window
+    def window_floor(self, seq_len: int) -> float:
+        """The lowest mean loss (bits per symbol) over the `seq_len` targets of a window (inputs
+        x_0..x_{T-1}, targets x_1..x_T): target j is predicted from j symbols, the full context
+        only from target `order` on."""
+        if seq_len < 1:
+            raise DataError(f"seq_len {seq_len} must be >= 1")
+        ladder = self.conditional_entropies()
+        return sum(ladder[min(j, self.order)] for j in range(1, seq_len + 1)) / seq_len
 
     def sample(self, length: int, seed: int) -> np.ndarray:
         """`length` symbol indices of a stationary run: the first context is drawn from pi."""
