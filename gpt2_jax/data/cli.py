@@ -1,4 +1,4 @@
-"""`gpt2-jax data prepare|stats|overlap`: the data pipeline's commands.
+"""`gpt2-jax data prepare|stats|overlap|synthetic`: the data pipeline's commands.
 
 `add_parser(subparsers)` registers the `data` command on the main `gpt2-jax` parser; every
 sub-command's `func(args)` returns an exit status, and user errors raise `DataError`
@@ -14,7 +14,9 @@ import json
 import signal
 import sys
 
-from gpt2_jax.cli_types import float_in, nonneg_int, positive_float, positive_int
+from gpt2_jax.cli_types import float_in, int_at_least, nonneg_int, positive_float, positive_int
+
+MAX_SYNTHETIC_BYTES = 1_000_000_000  # `data synthetic` builds the sample in memory (8 bytes per symbol)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -97,6 +99,37 @@ def cmd_overlap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    """A corpus from a random Markov chain with a known entropy rate (gpt2_jax/scaling/synthetic.py):
+    DIR/corpus.txt (one document; `data prepare --split tail` makes train and validation from it)
+    and DIR/source.json (the parameters and the entropy rate)."""
+    import pathlib
+
+    from gpt2_jax.data.errors import CorpusError
+    from gpt2_jax.scaling.synthetic import markov_source
+
+    if args.bytes > MAX_SYNTHETIC_BYTES:
+        raise CorpusError(f"--bytes {args.bytes:,} is more than {MAX_SYNTHETIC_BYTES:,}; the sample is held in memory")
+    out = pathlib.Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise CorpusError(f"--out {args.out!r} exists and is not empty; choose a new directory")
+    source = markov_source(args.alphabet, args.order, args.support, args.seed, args.concentration)
+    indices = source.sample(args.bytes, args.seed + 1)  # a stream of its own, not the table's
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "corpus.txt").write_text(source.text(indices), encoding="ascii")
+    info = {**source.describe(), "support": args.support, "concentration": args.concentration, "seed": args.seed,
+            "bytes": args.bytes,
+            # the floor for a model trained on windows of seq_len tokens (synthetic.py, Source.window_floor)
+            "window_floor_bits_per_byte": {str(t): source.window_floor(t) for t in (64, 128, 256, 1024)}}
+    (out / "source.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"entropy rate {source.entropy_rate:.4f} bits per byte ({source.recurrent_contexts:,} of "
+          f"{len(source.stationary):,} contexts recurrent); wrote {out / 'corpus.txt'} and {out / 'source.json'}")
+    print(f"next: gpt2-jax tokenizer train --input {out / 'corpus.txt'} --vocab-size 257 --out {out / 'vocab'}")
+    print(f"      gpt2-jax data prepare --input {out / 'corpus.txt'} --vocab {out / 'vocab'} --out {out / 'shards'} "
+          f"--split tail --val-fraction 0.1 --min-words 0 --no-dedup --no-wikipedia-filter")
+    return 0
+
+
 def _print_splits(manifest: dict) -> None:
     for split, entry in manifest["splits"].items():
         docs = f", {entry['documents']:,} documents" if "documents" in entry else ""
@@ -104,10 +137,10 @@ def _print_splits(manifest: dict) -> None:
 
 
 def add_parser(subparsers) -> None:
-    """Registers `data` (with prepare, stats, overlap) on the main parser's subparsers."""
+    """Registers `data` (with prepare, stats, overlap, synthetic) on the main parser's subparsers."""
     from gpt2_jax.data.readers import FORMATS
 
-    data = subparsers.add_parser("data", help="prepare token shards from a corpus; inspect them; train/eval overlap")
+    data = subparsers.add_parser("data", help="prepare token shards from a corpus; inspect them; train/eval overlap; synthetic corpora")
     sub = data.add_subparsers(dest="data_command", required=True)
 
     p = sub.add_parser("prepare", help="corpus -> WebText-style cleaning -> token shards + manifest (resumable)")
@@ -161,6 +194,19 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_overlap)
+
+    p = sub.add_parser("synthetic", help="a corpus from a random order-k Markov chain whose entropy rate is known "
+                                         "(scaling-law checks: the true irreducible loss)")
+    p.add_argument("--out", required=True, metavar="DIR", help="new directory for corpus.txt and source.json")
+    p.add_argument("--bytes", type=positive_int, required=True, metavar="N", help="length of the corpus (1 symbol = 1 byte)")
+    p.add_argument("--alphabet", type=int_at_least(2), default=16, metavar="A", help="symbols (letters, digits; at most 62)")
+    p.add_argument("--order", type=nonneg_int, default=3, metavar="K", help="symbols of context (0 = i.i.d.)")
+    p.add_argument("--support", type=int_at_least(2), default=4, metavar="S", help="possible next symbols per context")
+    p.add_argument("--concentration", type=float_in(0.0, low_open=True), default=1.0, metavar="C",
+                   help="how closely a context's next-symbol probabilities follow the shorter context's "
+                        "(hierarchical Dirichlet; smaller = more to learn at each order)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="draws the chain (and, with seed + 1, the sample)")
+    p.set_defaults(func=cmd_synthetic)
 
 
 def user_errors() -> tuple[type[Exception], ...]:
