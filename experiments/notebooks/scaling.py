@@ -264,5 +264,20 @@ display(Image(filename=str(figure)))
 # %% [markdown]
 # ## muP width transfer
 #
-# Placeholder: the muP parametrization (`model.parametrization=mup`, issue 20) is another
-# change; its LR-transfer sweep and plot belong here once it is merged.
+# `experiments/benchmarks/scaling_mup_transfer.py` trains widths 16-128 over one learning-rate grid,
+# three seeds each, under the standard parametrization and under muP (base width 16). Here the
+# shipped table is read back: the best LR of each width (on the seed mean) moves 4x under SP and
+# 2x under muP across the 8x width range.
+
+# %%
+from gpt2_jax import mup_transfer
+
+MUP = SHIPPED.parents[1] / "scaling_mup_transfer.csv"
+mup_rows = mup_transfer.read_table(MUP)
+print(mup_transfer.format_table(mup_rows))
+for parametrization in ("sp", "mup"):
+    spread = mup_transfer.transfer_spread(mup_transfer.optimum_lrs(mup_rows, parametrization))
+    print(f"{parametrization}: best LR moves {spread:.1f}x across widths")
+mup_png = PLOTS / "scaling_notebook_mup_transfer.png"
+mup_transfer.plot_transfer(mup_rows, mup_png, title="LR transfer (shipped)")
+display(Image(filename=str(mup_png)))
