@@ -16,15 +16,12 @@ References:
 """
 
 import dataclasses
-import importlib.util
 import pathlib
 
-from gpt2_jax.config import TrainConfig
+from gpt2_jax.config import TrainConfig, load_module
 from gpt2_jax.scaling.sweep import Point, Sweep, cooldown_branch_steps, shape_name
 
-_spec = importlib.util.spec_from_file_location("scaling_wsd_cpu", pathlib.Path(__file__).with_name("scaling_wsd_cpu.py"))
-study = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(study)
+study = load_module(pathlib.Path(__file__).with_name("scaling_wsd_cpu.py"))
 
 STEPS = cooldown_branch_steps(500, study.COOLDOWN)
 

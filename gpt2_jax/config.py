@@ -417,6 +417,17 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     return from_dict(TrainConfig, tree)
 
 
+def load_module(path: str | pathlib.Path, *, kind: str = "experiment") -> types.ModuleType:
+    """Runs a Python file as a fresh module and returns it. Experiments that build on a sibling
+    (a probe or a holdout of a study) load the study with it: experiments/ is not a package."""
+    path = pathlib.Path(path)
+    spec = importlib.util.spec_from_file_location(f"{kind}_{path.stem}", path)
+    module = types.ModuleType(spec.name)
+    module.__file__ = str(path)
+    spec.loader.exec_module(module)
+    return module
+
+
 def call_in_file(path: str | pathlib.Path, function: str, expected: type, *, kind: str = "experiment",
                  type_name: str = "", error: type[Exception] = ConfigError) -> Any:
     """Runs a Python file (configs as code) and returns its `function()`, which must be an
@@ -425,11 +436,8 @@ def call_in_file(path: str | pathlib.Path, function: str, expected: type, *, kin
     type_name = type_name or expected.__name__
     if not path.is_file():
         raise error(f"{kind} file {str(path)!r} does not exist; pass a .py file with {function}()")
-    spec = importlib.util.spec_from_file_location(f"{kind}_{path.stem}", path)
-    module = types.ModuleType(spec.name)
-    module.__file__ = str(path)
     try:
-        spec.loader.exec_module(module)
+        module = load_module(path, kind=kind)
         if not hasattr(module, function):
             raise error(f"{kind} file {str(path)!r} defines no {function}(); it must return a {type_name}")
         value = getattr(module, function)()

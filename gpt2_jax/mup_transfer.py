@@ -75,23 +75,35 @@ def optimum_lrs(rows: list[dict], parametrization: str) -> dict[int, dict]:
         curve = _curve(rows, parametrization, width)
         losses = [loss for _, loss in curve]
         i = _grid_argmin(curve)
-        refined = curve[i][0]
         edge = i in (0, len(curve) - 1)
-        if not edge and all(math.isfinite(losses[j]) for j in (i - 1, i, i + 1)):
-            (x0, y0), (x1, y1), (x2, y2) = [(math.log2(curve[j][0]), losses[j]) for j in (i - 1, i, i + 1)]
-            denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
-            a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denom
-            b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / denom
-            if a > 0:  # a minimum: the vertex lies between the neighbours
-                refined = 2.0 ** min(max(-b / (2 * a), x0), x2)
-        at_best = list(per_seed[curve[i][0]].values())
-        sem = (sum((x - losses[i]) ** 2 for x in at_best) / (len(at_best) - 1) / len(at_best)) ** 0.5 \
-            if len(at_best) > 1 and math.isfinite(losses[i]) else 0.0
+        refined = curve[i][0] if edge else _parabola_vertex(curve, i)
+        sem = _standard_error(list(per_seed[curve[i][0]].values()))
         seeds = sorted({seed for by_seed in per_seed.values() for seed in by_seed})
         seed_grid = [curve[_grid_argmin([(lr, per_seed[lr].get(seed, math.inf)) for lr, _ in curve])][0] for seed in seeds]
         out[width] = {"grid": curve[i][0], "refined": refined, "loss": losses[i], "sem": sem, "seed_grid": seed_grid,
                       "edge": edge}
     return out
+
+
+def _parabola_vertex(curve: list[tuple[float, float]], i: int) -> float:
+    """The LR at the vertex of the parabola through grid points i-1, i, i+1 in (log2 lr, loss),
+    kept between the neighbours; the grid LR itself when they do not bracket a minimum."""
+    points = [(math.log2(curve[j][0]), curve[j][1]) for j in (i - 1, i, i + 1)]
+    if not all(math.isfinite(y) for _, y in points):
+        return curve[i][0]
+    (x0, y0), (x1, y1), (x2, y2) = points
+    denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
+    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denom
+    b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / denom
+    return 2.0 ** min(max(-b / (2 * a), x0), x2) if a > 0 else curve[i][0]
+
+
+def _standard_error(losses: list[float]) -> float:
+    """Standard error of the mean of the seeds' losses (0 with one seed or a diverged one)."""
+    if len(losses) < 2 or not all(math.isfinite(x) for x in losses):
+        return 0.0
+    mean = sum(losses) / len(losses)
+    return (sum((x - mean) ** 2 for x in losses) / (len(losses) - 1) / len(losses)) ** 0.5
 
 
 def transfer_spread(optima: dict[int, dict], key: str = "grid") -> float:

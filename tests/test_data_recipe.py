@@ -352,8 +352,11 @@ def test_empty_corpora_are_errors(tmp_path):
     with pytest.raises(CorpusError, match="the corpus is empty: no documents"):
         prepare([tmp_path / "empty_dir"], tmp_path / "o1", "gpt2", workers=1)
     (tmp_path / "short.txt").write_text("only a few words")
-    with pytest.raises(CorpusError, match="empty after cleaning: all 1 documents were dropped"):
+    with pytest.raises(CorpusError, match="empty after cleaning: all 1 documents were dropped, 1 as too_short: "
+                                          "--min-words 64 drops them; lower it"):
         prepare([tmp_path / "short.txt"], tmp_path / "o2", "gpt2", workers=1)
+    with pytest.raises(CorpusError, match="1 as too_long: --max-chars 5 drops them; raise it"):
+        prepare([tmp_path / "short.txt"], tmp_path / "o2", "gpt2", workers=1, recipe=Recipe(min_words=0, max_chars=5))
     empty_archive = write_openwebtext(tmp_path / "e.tar.xz", [])
     with pytest.raises(CorpusError, match="the corpus is empty"):
         prepare([empty_archive], tmp_path / "o3", "gpt2", workers=1)

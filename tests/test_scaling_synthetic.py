@@ -4,11 +4,13 @@ the entropy rate against closed forms and against the empirical likelihood of it
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pytest
 
 from gpt2_jax import cli
+from gpt2_jax.data import cli as data_cli
 from gpt2_jax.data.errors import DataError
 from gpt2_jax.scaling.synthetic import Source, _stationary, markov_source
 
@@ -123,6 +125,25 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and err.count("\n") == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_an_interrupted_write_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """The corpus and its source.json appear together or not at all."""
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data_cli, "json", types.SimpleNamespace(dumps=fail))  # the second file's writer
+    assert cli.main(["data", "synthetic", "--out", str(tmp_path / "c"), "--bytes", "100"]) != 0
+    assert "No space left" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_corpus_gets_the_max_chars_it_needs(tmp_path, capsys, monkeypatch):
+    import gpt2_jax.data.clean as clean
+
+    monkeypatch.setattr(clean, "MAX_CHARS", 50)  # the default, scaled down for a fast test
+    assert cli.main(["data", "synthetic", "--out", str(tmp_path / "c"), "--bytes", "100"]) == 0
+    assert "--max-chars 100" in capsys.readouterr().out
 
 
 def test_an_existing_output_directory_is_refused(tmp_path, capsys):

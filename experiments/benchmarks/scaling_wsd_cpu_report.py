@@ -1,23 +1,25 @@
 """Report of the WSD scaling study: WSD branches vs cosine runs, compute saved, fits and their rows.
 
-Command:   python experiments/benchmarks/scaling_wsd_cpu_report.py experiments/benchmarks/scaling_wsd_cpu/results.csv
+Command:   python experiments/benchmarks/scaling_wsd_cpu_report.py experiments/benchmarks/scaling_wsd_cpu/results.csv \
+               [--cosine experiments/benchmarks/scaling_wsd_cpu/cosine_controls.csv]
 Prints:    the run ends (N, D, epochs over the 518,635-token training split, schedule, eval bits per
            byte), the WSD-vs-cosine cells with their relative difference, the compute of each size's
            WSD family (long run + cooldowns) against separate cosine runs at the same lengths, and
-           which rows each law is fit on.
+           which rows each law is fit on. With --cosine (experiments/scaling_wsd_cosine_controls.py):
+           the whole grid of cells at the study's lr, and each tuned cell at its best cosine lr.
 
 References:
   Hagele et al. 2024, section 4 (compute of cooldown branches vs separate runs).
 """
 
-import sys
+import argparse
 
 import pandas as pd
 
 TRAIN_TOKENS = 518_635  # bundled tiny Shakespeare, 512-token BBPE (runner log)
 
 
-def main(path: str) -> None:
+def main(path: str, cosine_path: str | None = None) -> None:
     table = pd.read_csv(path)
     ends = table[table["final"] == 1].copy()
     ends["epochs"] = ends["tokens"] / TRAIN_TOKENS
@@ -44,5 +46,34 @@ def main(path: str) -> None:
               f"({1 - wsd_cost / cos_cost:.0%} saved)")
 
 
+    if cosine_path:
+        cosine_controls(ends, pd.read_csv(cosine_path))
+
+
+def cosine_controls(ends: pd.DataFrame, controls: pd.DataFrame) -> None:
+    """The grid of WSD ends vs cosine at the study's lr, and the tuned cells (names ending -lrxF / -to0)."""
+    controls = controls[controls["final"] == 1]
+    wsd = ends[ends["schedule"] == "wsd"].set_index(["params", "tokens"])["eval_bits_per_byte"]
+    plain = pd.concat([ends[ends["schedule"] == "cosine"], controls[~controls["name"].str.contains("-lrx|-to0")]])
+    print("\nWhole grid, cosine at the study's lr (WSD / cosine - 1, eval bits per byte; * = within 1%):")
+    grid = plain.assign(ratio=[wsd[(r.params, r.tokens)] / r.eval_bits_per_byte - 1 for r in plain.itertuples()])
+    table = grid.pivot_table(index="params", columns="tokens", values="ratio")
+    print(table.map(lambda x: f"{x:+.2%}" + ("*" if abs(x) <= 0.01 else " ")).to_string())
+    print(f"cells within 1%: {int((grid['ratio'].abs() <= 0.01).sum())} of {len(grid)}")
+    tuned = controls[controls["name"].str.contains("-lrx|-to0")]
+    print("\nTuned cells: cosine at other lrs (10% floor) and decayed to zero; WSD vs the best cosine:")
+    for (n, d), group in tuned.groupby(["params", "tokens"]):
+        runs = pd.concat([group, plain[(plain["params"] == n) & (plain["tokens"] == d)]])
+        best = runs.loc[runs["eval_bits_per_byte"].idxmin()]
+        each = ", ".join(f"{r.name.rsplit('-', 1)[-1] if r.name in set(group['name']) else 'rule'} lr {r.lr:.3g} "
+                         f"{r.eval_bits_per_byte:.4f}" for r in runs.sort_values("lr").itertuples())
+        print(f"  N={n:>7,} D={d:>9,}: {each}\n      best {best['eval_bits_per_byte']:.4f} (lr {best['lr']:.3g}); "
+              f"WSD {wsd[(n, d)]:.4f} ({wsd[(n, d)] / best['eval_bits_per_byte'] - 1:+.2%})")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", help="the study's `sweep collect` table")
+    parser.add_argument("--cosine", help="the cosine controls' `sweep collect` table")
+    args = parser.parse_args()
+    main(args.results, args.cosine)

@@ -206,8 +206,8 @@ show_plots(shipped_table, shipped_fits, SHIPPED, PLOTS / "scaling_notebook_shipp
 # ## The WSD study: cooldown branches, cosine controls, and a prediction made before training
 #
 # `experiments/scaling_wsd_cpu.py` trains one warmup-stable-decay run per size and branches
-# short cooldowns off its checkpoints (Hagele et al. 2024), plus cosine runs at three of the same
-# (N, D) cells. Its table (`sweep collect --curves`) has one row per run end (`final` = 1) and
+# short cooldowns off its checkpoints (Hagele et al. 2024), plus separately trained cosine runs
+# at the same (N, D) cells. Its table (`sweep collect --curves`) has one row per run end (`final` = 1) and
 # one per intermediate evaluation (`final` = 0). Only run ends are comparable across lengths
 # (the learning rate has decayed), so the L(N, D) fits take `final == 1`; Kaplan's L(C)
 # envelope takes every row. Bits per byte of held-out text is the metric (tokenizer-free).
@@ -219,15 +219,23 @@ ends = study[study["final"] == 1].set_index("name")
 ends[["params", "tokens", "schedule", "parent", "branch_step", "eval_bits_per_byte"]]
 
 # %%
-# WSD branch vs separately trained cosine run at the same (N, D): relative difference in bpb.
-cos = ends[ends["schedule"] == "cosine"]
-wsd = ends[ends["schedule"] == "wsd"]
-pairs = [{"cell": f"N={r.params:,} D={r.tokens:,}", "cosine": r.eval_bits_per_byte,
-          "wsd": wsd[(wsd.params == r.params) & (wsd.tokens == r.tokens)].eval_bits_per_byte.iloc[0]}
-         for r in cos.itertuples()]
-pairs = pd.DataFrame(pairs)
-pairs["wsd / cosine - 1"] = pairs["wsd"] / pairs["cosine"] - 1
-pairs
+# WSD branch vs separately trained cosine run at the same (N, D): relative difference in bpb, over
+# the whole grid (four cosine runs in the study, eight in experiments/scaling_wsd_cosine_controls.py,
+# all at the study's lr), and at three cells with the cosine lr tuned (names ending -lrx / -to0).
+controls = pd.read_csv(STUDY / "cosine_controls.csv")
+controls = controls[controls["final"] == 1].set_index("name")
+tuned = controls.index.str.contains("-lrx|-to0")
+wsd = ends[ends["schedule"] == "wsd"].set_index(["params", "tokens"])["eval_bits_per_byte"]
+cosine = pd.concat([ends[ends["schedule"] == "cosine"], controls[~tuned]])
+cosine["wsd / cosine - 1"] = [wsd[(r.params, r.tokens)] / r.eval_bits_per_byte - 1 for r in cosine.itertuples()]
+print(f"{(cosine['wsd / cosine - 1'].abs() <= 0.01).sum()} of {len(cosine)} cells within 1%; "
+      f"mean {cosine['wsd / cosine - 1'].mean():+.2%}")
+cosine.pivot_table(index="params", columns="tokens", values="wsd / cosine - 1").style.format("{:+.2%}")
+
+# %%
+best = pd.concat([controls[tuned], cosine]).groupby(["params", "tokens"])["eval_bits_per_byte"].min()
+best = best[[cell in set(zip(controls[tuned].params, controls[tuned].tokens)) for cell in best.index]]
+pd.DataFrame({"best cosine": best, "wsd": wsd[best.index], "wsd / best cosine - 1": wsd[best.index] / best - 1})
 
 # %% [markdown]
 # ### The prediction, then the larger model

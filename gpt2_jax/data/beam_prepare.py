@@ -167,8 +167,7 @@ def _finish(summary: dict, inputs, format: str, recipe: Recipe, tok: Tokenizer, 
     if report.read == 0:
         raise CorpusError(f"the corpus is empty: no documents in {', '.join(map(str, inputs))}")
     if report.kept == 0:
-        raise CorpusError(f"the corpus is empty after cleaning: all {report.read:,} documents were dropped\n"
-                          + format_report(report.to_json()))
+        raise CorpusError(report.empty_message(recipe))
     if recipe.split == "hash" and min(report.split_documents.values()) == 0:
         raise CorpusError(f"the hash split of {report.kept:,} kept documents at val_fraction={recipe.val_fraction} "
                           f"leaves {report.split_documents} documents; raise --val-fraction or use --split tail")

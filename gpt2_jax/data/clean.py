@@ -61,6 +61,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "near_dedup": ("near_duplicate",),
 }
 REASONS = tuple(r for reasons in STAGES.values() for r in reasons)
+MAX_CHARS = 4_000_000  # the default length limit of a document (see the module docstring)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +71,7 @@ class Recipe:
     invalid_utf8: str = "error"  # "error" | "drop"
     normalize: bool = True
     min_words: int = 64
-    max_chars: int = 4_000_000
+    max_chars: int = MAX_CHARS
     wikipedia_filter: bool = True
     exact_dedup: bool = True
     near_dedup: bool = True
@@ -251,6 +252,19 @@ class Report:
             self.dropped[c.reason] += 1
         for k, v in (c.normalization or {}).items():
             self.normalization[k] += v
+
+    def empty_message(self, recipe: Recipe) -> str:
+        """The error when every document was dropped: the stage table, and the setting that
+        dropped most of them with the flag that changes it."""
+        reason = max(self.dropped, key=self.dropped.get)
+        fix = {"too_short": f"--min-words {recipe.min_words} drops them; lower it (0 keeps every document)",
+               "too_long": f"--max-chars {recipe.max_chars:,} drops them; raise it above the longest document",
+               "invalid_utf8": "they are not UTF-8; convert them to UTF-8",
+               "empty": "they hold no text after normalization",
+               }.get(reason, "the Wikipedia filter drops them; pass --no-wikipedia-filter" if reason.startswith("wikipedia")
+                     else "see the stage table")
+        return (f"the corpus is empty after cleaning: all {self.read:,} documents were dropped, {self.dropped[reason]:,} "
+                f"as {reason}: {fix}\n" + format_report(self.to_json()))
 
     @property
     def kept(self) -> int:

@@ -103,8 +103,12 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     """A corpus from a random Markov chain with a known entropy rate (gpt2_jax/scaling/synthetic.py):
     DIR/corpus.txt (one document; `data prepare --split tail` makes train and validation from it)
     and DIR/source.json (the parameters and the entropy rate)."""
+    import os
     import pathlib
+    import shutil
+    import tempfile
 
+    from gpt2_jax.data import clean
     from gpt2_jax.data.errors import CorpusError
     from gpt2_jax.scaling.synthetic import markov_source
 
@@ -115,18 +119,28 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
         raise CorpusError(f"--out {args.out!r} exists and is not empty; choose a new directory")
     source = markov_source(args.alphabet, args.order, args.support, args.seed, args.concentration)
     indices = source.sample(args.bytes, args.seed + 1)  # a stream of its own, not the table's
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "corpus.txt").write_text(source.text(indices), encoding="ascii")
     info = {**source.describe(), "support": args.support, "concentration": args.concentration, "seed": args.seed,
             "bytes": args.bytes,
             # the floor for a model trained on windows of seq_len tokens (synthetic.py, Source.window_floor)
             "window_floor_bits_per_byte": {str(t): source.window_floor(t) for t in (64, 128, 256, 1024)}}
-    (out / "source.json").write_text(json.dumps(info, indent=2) + "\n")
+    # Written into a sibling and renamed into place (rename(2) may replace an empty directory), so
+    # an interrupted run leaves no corpus without its source.json, nor a cut corpus.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        (tmp / "corpus.txt").write_text(source.text(indices), encoding="ascii")
+        (tmp / "source.json").write_text(json.dumps(info, indent=2) + "\n")
+        tmp.chmod(0o755)  # mkdtemp makes it private; a corpus is ordinary data
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     print(f"entropy rate {source.entropy_rate:.4f} bits per byte ({source.recurrent_contexts:,} of "
           f"{len(source.stationary):,} contexts recurrent); wrote {out / 'corpus.txt'} and {out / 'source.json'}")
     print(f"next: gpt2-jax tokenizer train --input {out / 'corpus.txt'} --vocab-size 257 --out {out / 'vocab'}")
     print(f"      gpt2-jax data prepare --input {out / 'corpus.txt'} --vocab {out / 'vocab'} --out {out / 'shards'} "
-          f"--split tail --val-fraction 0.1 --min-words 0 --no-dedup --no-wikipedia-filter")
+          f"--split tail --val-fraction 0.1 --min-words 0 --no-dedup --no-wikipedia-filter"
+          + (f" --max-chars {args.bytes}" if args.bytes > clean.MAX_CHARS else ""))
     return 0
 
 

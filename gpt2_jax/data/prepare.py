@@ -245,8 +245,7 @@ def _clean_and_stage(inputs, read_options, recipe: Recipe, staging: pathlib.Path
     for split in ("train", "val"):
         report.split_documents[split] = sum(c["documents"] - len(c["drop"]) for c in chunks if c["split"] == split)
     if report.kept == 0:
-        raise CorpusError(f"the corpus is empty after cleaning: all {report.read:,} documents were dropped\n"
-                          + format_report(report.to_json()))
+        raise CorpusError(report.empty_message(recipe))
     if recipe.split == "hash" and min(report.split_documents.values()) == 0:
         raise CorpusError(f"the hash split of {report.kept:,} kept documents at val_fraction={recipe.val_fraction} "
                           f"leaves {report.split_documents} documents; raise --val-fraction or use --split tail")
