@@ -2,11 +2,10 @@
 
 Command:   gpt2-jax data synthetic --out runs/synthetic_markov_a12_long --bytes 4800000 --alphabet 12 --order 3 \
                --support 4 --seed 0
-           gpt2-jax tokenizer train --input runs/synthetic_markov_a12_long/corpus.txt --vocab-size 257 \
-               --out runs/synthetic_markov_a12_long/vocab
-           gpt2-jax data prepare --input runs/synthetic_markov_a12_long/corpus.txt \
-               --vocab runs/synthetic_markov_a12_long/vocab --out runs/synthetic_markov_a12_long/shards --split tail \
-               --val-fraction 0.0909 --min-words 0 --max-chars 10000000 --no-dedup --no-wikipedia-filter
+           gpt2-jax data prepare --input runs/synthetic_markov_a12_long/corpus.txt --vocab bytes \
+               --out runs/synthetic_markov_a12_long/shards --split tail --val-fraction 0.0909 --min-words 0 \
+               --max-chars 10000000 --no-dedup --no-wikipedia-filter
+           (the run used `tokenizer train --vocab-size 257` for the vocabulary: the same files and fingerprint)
            gpt2-jax sweep run experiments/scaling_synthetic_cpu_long.py --out runs/scaling_synthetic_cpu_a12_long
            gpt2-jax sweep collect runs/scaling_synthetic_cpu_a12_long --out results.csv --curves
            gpt2-jax scaling fit results.csv --law chinchilla --fit-on 'final==1' \

@@ -103,7 +103,16 @@ def test_cli_writes_the_corpus_and_its_entropy_rate(tmp_path, capsys):
     assert len(text) == 5000 and set(text) <= set("abcdefgh")
     assert info["entropy_rate_bits_per_byte"] == pytest.approx(markov_source(8, 2, 3, seed=4).entropy_rate)
     assert info["order"] == 2 and info["support"] == 3 and info["bytes"] == 5000
-    assert "entropy rate" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "entropy rate" in printed
+    # The printed next step makes byte-vocabulary shards of it (1 token per byte, the tail as validation).
+    step = printed.split("next: gpt2-jax ", 1)[1].split()
+    assert step[:2] == ["data", "prepare"] and "bytes" in step
+    assert cli.main([*step, "--workers", "1", "--no-progress"]) == 0
+    manifest = json.loads((out / "shards" / "manifest.json").read_text())
+    assert (manifest["vocab"], manifest["vocab_source"], manifest["n_vocab"]) == ("bytes", "bytes", 257)
+    assert manifest["splits"]["train"]["bytes_per_token"] == 1.0
+    assert manifest["splits"]["train"]["tokens"] + manifest["splits"]["val"]["tokens"] == 5000 + 1  # + <|endoftext|>
     again = tmp_path / "again"
     assert cli.main([*argv[:2], "--out", str(again), *argv[4:]]) == 0
     assert (again / "corpus.txt").read_text(encoding="ascii") == text  # deterministic from the seed

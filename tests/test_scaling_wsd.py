@@ -96,9 +96,26 @@ def test_branch_checks():
         Sweep(base, (parent, Point("b", wide, 11, branch_from=("long", 8))))
     with pytest.raises(ScalingError, match="optim.schedule='wsd' with the same lr"):
         Sweep(base, (parent, Point("b", base.model, 11, lr=1e-3, branch_from=("long", 8))))
+    with pytest.raises(ScalingError, match="but its seed is 1 and the parent's 0; .* \\(give it seed=0\\)"):
+        Sweep(base, (parent, Point("b", base.model, 10, optim={"cooldown_fraction": 0.25}, branch_from=("long", 8),
+                                   seed=1)))
     sweep = _sweep()
     assert sweep.config(sweep.point("long"), "w").ckpt_every == 8  # the parent keeps its branch step
     assert sweep.config(sweep.point("long"), "w").keep_checkpoints == 3
+
+
+def test_a_point_can_repeat_with_another_seed(tmp_path):
+    """Repeats of a point (run-to-run noise) differ only in seed; a repeat's branches inherit it."""
+    from gpt2_jax.scaling.runner import plan
+
+    base = _base()
+    parent = Point("long-s1", base.model, 16, seed=1)
+    sweep = Sweep(base, (Point("long", base.model, 16), parent, *wsd_branches(parent, [8], 0.25)))
+    assert sweep.config(sweep.point("long"), "w").seed == base.seed == 0
+    assert sweep.config(sweep.point("long-s1-cd8"), "w").seed == 1
+    rows = {r["name"]: r for r in plan(sweep, tmp_path)}
+    assert rows["long"]["hash"] != rows["long-s1"]["hash"]
+    assert (rows["long"]["seed"], rows["long-s1"]["seed"], rows["long-s1-cd8"]["seed"]) == (0, 1, 1)
 
 
 def test_branch_hash_follows_parent(tmp_path):
@@ -138,7 +155,7 @@ def test_branch_runs_like_a_separate_run_and_resumes(tmp_path):
     assert not missing
     b = table["long-cd8"]
     assert (b["parent"], b["branch_step"], b["cooldown_tokens"], b["final"]) == ("long", "8", str(2 * 8 * 32), "1")
-    assert table["long"]["parent"] == "" and table["long"]["schedule"] == "wsd"
+    assert table["long"]["parent"] == "" and table["long"]["schedule"] == "wsd" and table["long"]["seed"] == "0"
     assert table["long@8"]["final"] == "0" and int(table["long@8"]["tokens"]) == 8 * 8 * 32
     assert "long-cd8@4" not in table  # the branch's curve starts after its branch step
 

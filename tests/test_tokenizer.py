@@ -17,7 +17,7 @@ from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 from gpt2_jax.data.prepare import bundled_corpus
 from gpt2_jax.tokenizer import TokenizerError, load_tokenizer
-from gpt2_jax.tokenizer.vocab import _bundled_gpt2_dir
+from gpt2_jax.tokenizer.vocab import bundled_dir
 
 DATA = pathlib.Path(__file__).parent / "data" / "tokenizer"
 
@@ -88,7 +88,7 @@ def reference():
     """tiktoken's GPT-2 definition (r50k pattern), ranks read from the official files."""
     from tiktoken_ext.openai_public import r50k_pat_str
 
-    d = _bundled_gpt2_dir()
+    d = bundled_dir("gpt2")
     ranks = data_gym_to_mergeable_bpe_ranks(str(d / "vocab.bpe"), str(d / "encoder.json"))
     return tiktoken.Encoding("gpt2_ref", pat_str=r50k_pat_str, mergeable_ranks=ranks,
                              special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257)
@@ -98,7 +98,7 @@ def reference():
 def hf_gpt2():
     from transformers import GPT2Tokenizer
 
-    d = _bundled_gpt2_dir()
+    d = bundled_dir("gpt2")
     return GPT2Tokenizer(vocab=str(d / "encoder.json"), merges=str(d / "vocab.bpe"))
 
 
@@ -180,7 +180,7 @@ def test_encode_batch_and_process_pool_equal_encode(tok):
 
 
 def test_bad_vocab_dirs_are_clear_errors(tmp_path):
-    with pytest.raises(TokenizerError, match="neither 'gpt2' nor a directory"):
+    with pytest.raises(TokenizerError, match="neither 'gpt2', 'bytes' nor a directory"):
         load_tokenizer(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(TokenizerError, match="has no vocabulary files"):
@@ -189,7 +189,7 @@ def test_bad_vocab_dirs_are_clear_errors(tmp_path):
     (tmp_path / "v" / "encoder.json").write_text("{}")
     with pytest.raises(TokenizerError, match="has no vocab.bpe"):
         load_tokenizer(str(tmp_path / "v"))
-    src = _bundled_gpt2_dir()
+    src = bundled_dir("gpt2")
     (tmp_path / "v" / "vocab.bpe").write_bytes((src / "vocab.bpe").read_bytes())
     with pytest.raises(TokenizerError, match="inconsistent"):
         load_tokenizer(str(tmp_path / "v"))
@@ -212,3 +212,21 @@ def test_package_imports_no_other_gpt2_jax_module():
             "print(sorted(m for m in sys.modules if m.startswith('gpt2_jax') and not m.startswith('gpt2_jax.tokenizer')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['gpt2_jax']"
+
+
+def test_the_byte_vocabulary_loads_by_name(tmp_path):
+    """`bytes`: one token per UTF-8 byte with GPT-2's id for that byte, <|endoftext|> 256, and the
+    fingerprint of what `tokenizer train --vocab-size 257` learns from any text (so shards made
+    either way are interchangeable)."""
+    from gpt2_jax.tokenizer import train_bbpe
+
+    tok = load_tokenizer("bytes")
+    assert (tok.name, tok.n_vocab, tok.eot_id, tok.source) == ("bytes", 257, 256, "bytes")
+    gpt2 = load_tokenizer("gpt2")
+    for text in STRESS:
+        ids = tok.encode(text)
+        assert ids == [gpt2.ranks[bytes([b])] for b in text.encode("utf-8")], text
+        assert tok.decode_bytes(ids) == text.encode("utf-8")
+    assert tok.encode("a<|endoftext|>", allow_special=True) == [gpt2.ranks[b"a"], 256]
+    train_bbpe(257, documents=["any text at all"], progress=False).save(tmp_path / "learnt")
+    assert load_tokenizer(str(tmp_path / "learnt")).fingerprint == tok.fingerprint

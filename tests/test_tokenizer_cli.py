@@ -58,7 +58,7 @@ def test_user_errors_raise_tokenizer_error(tmp_path, monkeypatch, capsysbinary):
          b"", "below 256"),
         (["tokenizer", "train", "--input", str(data_files()[0]), "--vocab-size", "500", "--out", str(tmp_path)],
          b"", "not an empty directory"),
-        (["tokenizer", "encode", "--vocab", str(tmp_path / "nowhere")], b"x", "neither 'gpt2' nor a directory"),
+        (["tokenizer", "encode", "--vocab", str(tmp_path / "nowhere")], b"x", "neither 'gpt2', 'bytes' nor a directory"),
         (["tokenizer", "encode"], b"caf\xe9", "stdin is not UTF-8"),
         (["tokenizer", "decode"], b"1 2 three", "integer token ids"),
         (["tokenizer", "decode"], b"70000", "outside vocabulary"),

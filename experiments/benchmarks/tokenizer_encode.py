@@ -55,13 +55,13 @@ def main() -> None:
     from gpt2_jax.tokenizer import load_tokenizer
     from gpt2_jax.tokenizer.parallel import encode_corpus
     from gpt2_jax.tokenizer.pretokenize import default_processes
-    from gpt2_jax.tokenizer.vocab import _bundled_gpt2_dir
+    from gpt2_jax.tokenizer.vocab import bundled_dir
 
     cores = default_processes()
     docs = chunk(list(shared_documents().values()))
     total_mb = sum(len(d.encode()) for d in docs) / 1e6
     ours = load_tokenizer("gpt2")
-    d = _bundled_gpt2_dir()
+    d = bundled_dir("gpt2")
     ranks = data_gym_to_mergeable_bpe_ranks(str(d / "vocab.bpe"), str(d / "encoder.json"))
     tik = tiktoken.Encoding("gpt2_ref", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
     hf = HFTokenizer(models.BPE.from_file(str(d / "encoder.json"), str(d / "vocab.bpe")))

@@ -31,7 +31,7 @@ def main() -> None:
     from transformers import GPT2Tokenizer
 
     from gpt2_jax.tokenizer import load_tokenizer, train_bbpe
-    from gpt2_jax.tokenizer.vocab import _bundled_gpt2_dir
+    from gpt2_jax.tokenizer.vocab import bundled_dir
 
     docs = shared_documents()
     texts = list(docs.values())
@@ -61,7 +61,7 @@ def main() -> None:
         refs["HF GPT2Tokenizer"] = lambda t: hf.encode(t)
         return refs
 
-    compare("gpt2 (bundled)", load_tokenizer("gpt2"), refs_for(_bundled_gpt2_dir(), 50256))
+    compare("gpt2 (bundled)", load_tokenizer("gpt2"), refs_for(bundled_dir("gpt2"), 50256))
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         vocab = train_bbpe(args.vocab_size, documents=texts, progress=False)

@@ -137,8 +137,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
         raise
     print(f"entropy rate {source.entropy_rate:.4f} bits per byte ({source.recurrent_contexts:,} of "
           f"{len(source.stationary):,} contexts recurrent); wrote {out / 'corpus.txt'} and {out / 'source.json'}")
-    print(f"next: gpt2-jax tokenizer train --input {out / 'corpus.txt'} --vocab-size 257 --out {out / 'vocab'}")
-    print(f"      gpt2-jax data prepare --input {out / 'corpus.txt'} --vocab {out / 'vocab'} --out {out / 'shards'} "
+    print(f"next: gpt2-jax data prepare --input {out / 'corpus.txt'} --vocab bytes --out {out / 'shards'} "
           f"--split tail --val-fraction 0.1 --min-words 0 --no-dedup --no-wikipedia-filter"
           + (f" --max-chars {args.bytes}" if args.bytes > clean.MAX_CHARS else ""))
     return 0
@@ -160,7 +159,8 @@ def add_parser(subparsers) -> None:
     p = sub.add_parser("prepare", help="corpus -> WebText-style cleaning -> token shards + manifest (resumable)")
     p.add_argument("--input", nargs="+", required=True, metavar="PATH",
                    help="files, folders, JSONL, OpenWebText archives, or TFDS dataset names")
-    p.add_argument("--vocab", default="gpt2", help="'gpt2' or a directory with encoder.json + vocab.bpe")
+    p.add_argument("--vocab", default="gpt2", help="'gpt2', 'bytes' (256 bytes + <|endoftext|>, no merges) or a "
+                                                   "vocabulary directory (gpt2-jax tokenizer train)")
     p.add_argument("--out", required=True, metavar="SHARDS_DIR", help="output directory (a rerun resumes it)")
     p.add_argument("--format", choices=FORMATS, default="auto")
     p.add_argument("--text-field", default="text", help="JSONL/TFDS field holding the document")

@@ -81,7 +81,7 @@ def check_arguments(inputs, vocab, shard_bytes: int, workers: int | None):
     if not inputs:
         raise CorpusError("no inputs given; pass at least one --input PATH")
     tok = load_tokenizer(vocab) if isinstance(vocab, str) else vocab
-    vocab_source = (vocab if vocab == "gpt2" else str(pathlib.Path(vocab).resolve())) if isinstance(vocab, str) else tok.source
+    vocab_source = tok.source
     if tok.n_vocab > MAX_VOCAB:
         raise ShardError(f"vocabulary {tok.name!r} has {tok.n_vocab} ids; uint16 shards hold at most {MAX_VOCAB}")
     if shard_bytes < 1:

@@ -99,11 +99,9 @@ def merges_from_ranks(ranks: dict[bytes, int], name: str) -> list[tuple[bytes, b
 
 
 def _source_dir(source: str) -> pathlib.Path:
-    if source == "gpt2":
-        from gpt2_jax.tokenizer.vocab import _bundled_gpt2_dir
+    from gpt2_jax.tokenizer.vocab import BUNDLED, bundled_dir
 
-        return _bundled_gpt2_dir()
-    return pathlib.Path(source)
+    return bundled_dir(source) if source in BUNDLED else pathlib.Path(source)
 
 
 def imported_vocab(merges: list[tuple[bytes, bytes]] | None, special_tokens: dict[str, int] | None):
@@ -112,9 +110,9 @@ def imported_vocab(merges: list[tuple[bytes, bytes]] | None, special_tokens: dic
     if merges is None:
         return "unknown"
     from gpt2_jax.tokenizer.formats import BPEVocab, read_gpt2_files
-    from gpt2_jax.tokenizer.vocab import _bundled_gpt2_dir
+    from gpt2_jax.tokenizer.vocab import bundled_dir
 
-    official, _, official_specials = read_gpt2_files(_bundled_gpt2_dir())
+    official, _, official_specials = read_gpt2_files(bundled_dir("gpt2"))
     if list(merges) == official and special_tokens == official_specials:
         return "gpt2"
     return BPEVocab(list(merges), dict(special_tokens or {}))

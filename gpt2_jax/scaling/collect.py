@@ -40,8 +40,8 @@ from gpt2_jax.scaling.errors import ScalingError
 from gpt2_jax.scaling.runner import RESULT
 
 COLUMNS = ("name", "params", "params_total", "tokens", "flops", "flops_6nd", "n_layer", "n_embd", "n_head", "steps",
-           "lr", "schedule", "parent", "branch_step", "cooldown_tokens", "final", "loss", "eval_loss", "bits_per_byte",
-           "eval_bits_per_byte", "tokens_per_sec", "wall_s", "config_hash", "version")
+           "lr", "schedule", "seed", "parent", "branch_step", "cooldown_tokens", "final", "loss", "eval_loss",
+           "bits_per_byte", "eval_bits_per_byte", "tokens_per_sec", "wall_s", "config_hash", "version")
 LOSSES = ("loss", "eval_loss", "bits_per_byte", "eval_bits_per_byte")
 
 

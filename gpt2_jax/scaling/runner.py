@@ -86,7 +86,7 @@ def plan(sweep: Sweep, out: pathlib.Path) -> list[dict]:
         hashes[p.name] = h
         rows.append({"name": p.name, "cfg": cfg, "hash": h, "n_layer": p.model.n_layer,
                      "n_embd": p.model.n_embd, "n_head": p.model.n_head, "steps": p.steps, "lr": cfg.optim.lr,
-                     "schedule": cfg.optim.schedule, **branch, **describe(cfg)})
+                     "schedule": cfg.optim.schedule, "seed": cfg.seed, **branch, **describe(cfg)})
     order = {p.name: i for i, p in enumerate(sweep.points)}
     return sorted(rows, key=lambda r: order[r["name"]])
 
@@ -175,7 +175,7 @@ def run_point(row: dict, devices: list | None) -> dict | None:
            "eval_loss": result.eval_loss, "tokens_per_sec": result.tokens_per_sec, "wall_s": wall,
            "resumed_from": result.resumed_from, "devices": len(devices) if devices else None,
            **{k: row[k] for k in ("params", "params_total", "tokens", "flops", "flops_6nd", "n_layer", "n_embd",
-                                  "n_head", "steps", "lr", "schedule", "parent", "branch_step", "cooldown_tokens")}}
+                                  "n_head", "steps", "lr", "schedule", "seed", "parent", "branch_step", "cooldown_tokens")}}
     write_json_atomic(workdir / RESULT, out)
     return out
 

@@ -62,6 +62,7 @@ class Point:
     optim: tuple[tuple[str, object], ...] = ()
     # (parent point name, step): start from the parent's checkpoint at that step (a cooldown branch)
     branch_from: tuple[str, int] | None = None
+    seed: int | None = None  # None = the base config's seed; repeats of a point differ only here
 
     def __post_init__(self):
         if not _NAME.match(self.name):
@@ -113,6 +114,8 @@ class Sweep:
             if at:
                 every = math.gcd(*at, *([self.base.ckpt_every] if self.base.ckpt_every else []))
                 extra = {"ckpt_every": every, "keep_checkpoints": point.steps // every + 1}
+            if point.seed is not None:
+                extra["seed"] = point.seed
             return dataclasses.replace(self.base, model=model, optim=optim, steps=point.steps, workdir=str(workdir),
                                        **extra)
         except (ConfigError, TypeError) as e:
@@ -137,6 +140,9 @@ def check_branch(sweep: Sweep, point: Point, by_name: dict[str, Point]) -> None:
     mine, theirs = (sweep.config(p, "unused") for p in (point, parent))
     if mine.model != theirs.model:
         raise ScalingError(f"{where}, but the models differ; a branch continues its parent's model")
+    if mine.seed != theirs.seed:
+        raise ScalingError(f"{where}, but its seed is {mine.seed} and the parent's {theirs.seed}; a branch continues "
+                           f"its parent's run (give it seed={theirs.seed})")
     same = ("lr", "warmup_steps", "min_lr_ratio", "schedule", "weight_decay", "beta1", "beta2", "eps", "grad_clip")
     diff = [k for k in same if getattr(mine.optim, k) != getattr(theirs.optim, k)]
     if diff or mine.optim.schedule != "wsd":
@@ -163,7 +169,8 @@ def wsd_branches(parent: Point, at_steps: Iterable[int], cooldown_fraction: floa
     """Cooldown branches of a WSD long run: for each step S, a point named PARENT-cdS that resumes
     the parent's checkpoint at S and cools down over the next ~fraction/(1-fraction) * S steps."""
     return [Point(f"{parent.name}-cd{s}", parent.model, cooldown_branch_steps(s, cooldown_fraction), parent.lr,
-                  tuple(sorted({**dict(parent.optim), "cooldown_fraction": cooldown_fraction}.items())), (parent.name, s))
+                  tuple(sorted({**dict(parent.optim), "cooldown_fraction": cooldown_fraction}.items())), (parent.name, s),
+                  seed=parent.seed)
             for s in at_steps]
 
 

@@ -1,8 +1,8 @@
 """`gpt2-jax tokenizer train|encode|decode`: the tokenizer's command line, registered by `add_parser`.
 
   gpt2-jax tokenizer train --input PATH... --vocab-size N --out VOCAB_DIR [--kind bbpe|sentencepiece]
-  gpt2-jax tokenizer encode --vocab VOCAB_DIR|gpt2 < text.txt   > ids.txt   (ids on one line)
-  gpt2-jax tokenizer decode --vocab VOCAB_DIR|gpt2 < ids.txt    > text.txt
+  gpt2-jax tokenizer encode --vocab VOCAB_DIR|gpt2|bytes < text.txt   > ids.txt   (ids on one line)
+  gpt2-jax tokenizer decode --vocab VOCAB_DIR|gpt2|bytes < ids.txt    > text.txt
 
 encode reads UTF-8 bytes from stdin exactly (no newline translation) and writes the ids on one
 line, space separated; decode reads whitespace-separated ids and writes the decoded bytes with
@@ -110,13 +110,13 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("encode", help="UTF-8 text on stdin -> token ids on one line")
-    p.add_argument("--vocab", default="gpt2", metavar="VOCAB_DIR|gpt2", help="vocabulary (default: gpt2)")
+    p.add_argument("--vocab", default="gpt2", metavar="VOCAB_DIR|gpt2|bytes", help="vocabulary (default: gpt2)")
     p.add_argument("--allow-special", action="store_true", help=f"turn {ENDOFTEXT} in the text into its id "
                    "(default: encode it as ordinary text)")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="token ids on stdin -> text")
-    p.add_argument("--vocab", default="gpt2", metavar="VOCAB_DIR|gpt2", help="vocabulary (default: gpt2)")
+    p.add_argument("--vocab", default="gpt2", metavar="VOCAB_DIR|gpt2|bytes", help="vocabulary (default: gpt2)")
     p.add_argument("--errors", choices=DECODE_ERRORS, default="replace",
                    help="bytes that are not UTF-8: replace with U+FFFD (default), strict = error, ignore, "
                         "backslashreplace, surrogateescape = write the raw bytes")

@@ -1,11 +1,12 @@
-"""Tokenizers behind one interface, loaded by name (`gpt2`) or from a vocabulary directory.
+"""Tokenizers behind one interface, loaded by name (`gpt2`, `bytes`) or from a vocabulary directory.
 
 `load_tokenizer` looks at the files in a directory and returns the matching kind:
   encoder.json + vocab.bpe  byte-level BPE in GPT-2's format (ours, GPT-2's, HF's GPT2Tokenizer);
   vocab.tiktoken            byte-level BPE from a tiktoken rank file (specials from meta.json);
   spm.model                 a sentencepiece model (see `sentencepiece_backend`).
 The official GPT-2 vocabulary ships inside the package and loads by the name `gpt2` with no
-network; its files are checked against the sha256 hashes that tiktoken pins.
+network; its files are checked against the sha256 hashes that tiktoken pins. The byte vocabulary
+(256 single-byte tokens + <|endoftext|>) ships too and loads by the name `bytes`.
 
 Byte-level BPE encodes on tiktoken's Rust engine, fed with ranks read from our files (tiktoken's
 own `gpt2` would download). Token id = merge rank, so the rank-based engine and GPT-2's merge-list
@@ -48,6 +49,13 @@ __all__ = ["Tokenizer", "BPETokenizer", "TokenizerError", "load_tokenizer", "GPT
 
 SPM_MODEL = "spm.model"
 # sha256 of the official files, the same hashes tiktoken pins for its `gpt2` encoding.
+# The byte vocabulary (256 single bytes in GPT-2's order + <|endoftext|>): the files `tokenizer train
+# --vocab-size 257` writes for any text, so it has the same fingerprint as such a learnt vocabulary.
+BUNDLED = ("gpt2", "bytes")  # vocabularies that load by name (bundled_dir)
+BYTES_HASHES = {
+    "vocab.bpe": "215a6aba00d27bcd42b8ad1dccc4b4d23f40decc150bdbf0d5ce6bb2410708df",
+    "encoder.json": "a9264b260bb7d4b60560cd1d13e80cb07e8df0a8c27e661d1e8663614bc73655",
+}
 GPT2_HASHES = {
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
@@ -125,8 +133,9 @@ class BPETokenizer(Tokenizer):
         return self._enc.decode_bytes(self._check_ids(ids))
 
 
-def _bundled_gpt2_dir() -> pathlib.Path:
-    return pathlib.Path(str(resources.files("gpt2_jax") / "assets" / "gpt2"))
+def bundled_dir(name: str) -> pathlib.Path:
+    """The directory of a vocabulary that ships inside the package (one of BUNDLED)."""
+    return pathlib.Path(str(resources.files("gpt2_jax") / "assets" / name))
 
 
 def _sha256(*paths: pathlib.Path) -> str:
@@ -157,7 +166,7 @@ def _detect_kind(directory: pathlib.Path, meta: dict) -> str:
     return kind
 
 
-def _load_bbpe(directory: pathlib.Path, name: str, meta: dict, hashes: dict[str, str]) -> BPETokenizer:
+def _load_bbpe(directory: pathlib.Path, name: str, meta: dict, hashes: dict[str, str], bundled: bool = False) -> BPETokenizer:
     d = str(directory)
     enc_path, bpe_path, tik_path = directory / ENCODER_JSON, directory / VOCAB_BPE, directory / TIKTOKEN_FILE
     if enc_path.is_file():
@@ -187,20 +196,23 @@ def _load_bbpe(directory: pathlib.Path, name: str, meta: dict, hashes: dict[str,
         raise TokenizerError(f"vocabulary {d!r} has {n_vocab} tokens, above {MAX_VOCAB} (token shards store uint16 ids)")
     if ENDOFTEXT not in specials:
         raise TokenizerError(f"encoder.json in {d!r} has no {ENDOFTEXT} token")
-    source = "gpt2" if hashes else str(directory.resolve())
+    source = name if bundled else str(directory.resolve())
     return BPETokenizer(name, ranks, specials, fingerprint, source)
 
 
 def load_tokenizer(name_or_dir: str) -> Tokenizer:
-    """`"gpt2"` for the bundled official vocabulary, or a vocabulary directory (kind detected
+    """`"gpt2"` for the bundled official vocabulary, `"bytes"` for the byte vocabulary (257 ids, no
+    merges), or a vocabulary directory (kind detected
     from its files; see the module docstring)."""
     name_or_dir = str(name_or_dir)
     if name_or_dir == "gpt2":
-        return _load_bbpe(_bundled_gpt2_dir(), "gpt2", {}, GPT2_HASHES)
+        return _load_bbpe(bundled_dir("gpt2"), "gpt2", {}, GPT2_HASHES, bundled=True)
+    if name_or_dir == "bytes":
+        return _load_bbpe(bundled_dir("bytes"), "bytes", read_meta(bundled_dir("bytes")), BYTES_HASHES, bundled=True)
     directory = pathlib.Path(name_or_dir)
     if not directory.is_dir():
-        raise TokenizerError(f"vocabulary {name_or_dir!r} is neither 'gpt2' nor a directory with encoder.json and vocab.bpe "
-                             f"(or vocab.tiktoken, or spm.model)")
+        raise TokenizerError(f"vocabulary {name_or_dir!r} is neither 'gpt2', 'bytes' nor a directory with encoder.json and "
+                             f"vocab.bpe (or vocab.tiktoken, or spm.model)")
     meta = read_meta(directory)
     kind = _detect_kind(directory, meta)
     if kind == "sentencepiece":
