@@ -63,6 +63,23 @@ def test_predict_left_out_rows_json(synthetic, capsys):
         assert p["low"] <= p["predicted"] <= p["high"]
 
 
+def test_measured_is_the_row_itself_not_a_curve_step_at_the_same_tokens(tmp_path, capsys):
+    """A sweep table holds a run's end and, at the same (N, D), another run's intermediate step
+    (constant lr, higher loss): a left-out end is measured by its own loss, an --at point by the
+    run ends at its (N, D)."""
+    rows = [(f"n{n:g}-d{d:g}", n, d, 1, law(TRUE, n, d)) for n in (1e7, 3e7, 1e8, 3e8) for d in (1e9, 3e9, 1e10)]
+    rows += [("big-end", 1e9, 3e9, 1, 2.50), ("big-long@3e9", 1e9, 3e9, 0, 2.90)]
+    path = _write(tmp_path / "curves.csv", rows, header=("name", "params", "tokens", "final", "loss"))
+    assert cli.main(["scaling", "predict", str(path), "--law", "chinchilla", "--fit-on", "params<1e9",
+                     "--bootstrap", "0", "--json"]) == 0
+    measured = {p["name"]: p["measured"] for p in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]}
+    assert measured == {"big-end": 2.50, "big-long@3e9": 2.90}
+    assert cli.main(["scaling", "predict", str(path), "--law", "chinchilla", "--fit-on", "params<1e9",
+                     "--at", "params=1e9,tokens=3e9", "--bootstrap", "0", "--json"]) == 0
+    (point,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]
+    assert point["measured"] == 2.50
+
+
 def test_predict_at_points_and_table(synthetic, capsys, tmp_path):
     rc = cli.main(["scaling", "predict", str(synthetic), "--law", "kaplan-nd", "--fit-on", "params<1e9",
                    "--at", "params=1e9,tokens=1e10", "--at", "params=1e11,tokens=1e12", "--bootstrap", "20",

@@ -1,12 +1,14 @@
 """Report of the WSD scaling study: WSD branches vs cosine runs, compute saved, fits and their rows.
 
 Command:   python experiments/benchmarks/scaling_wsd_cpu_report.py experiments/benchmarks/scaling_wsd_cpu/results.csv \
-               [--cosine experiments/benchmarks/scaling_wsd_cpu/cosine_controls.csv]
+               [--cosine experiments/benchmarks/scaling_wsd_cpu/cosine_controls.csv] \
+               [--seeds experiments/benchmarks/scaling_wsd_cpu/seeds.csv]
 Prints:    the run ends (N, D, epochs over the 518,635-token training split, schedule, eval bits per
            byte), the WSD-vs-cosine cells with their relative difference, the compute of each size's
            WSD family (long run + cooldowns) against separate cosine runs at the same lengths, and
            which rows each law is fit on. With --cosine (experiments/scaling_wsd_cosine_controls.py):
-           the whole grid of cells at the study's lr, and each tuned cell at its best cosine lr.
+           the whole grid of cells at the study's lr, and each tuned cell at its best cosine lr. With
+           --seeds (experiments/scaling_wsd_cpu_seeds.py): the comparison over seeds 0, 1, 2.
 
 References:
   Hagele et al. 2024, section 4 (compute of cooldown branches vs separate runs).
@@ -19,7 +21,7 @@ import pandas as pd
 TRAIN_TOKENS = 518_635  # bundled tiny Shakespeare, 512-token BBPE (runner log)
 
 
-def main(path: str, cosine_path: str | None = None) -> None:
+def main(path: str, cosine_path: str | None = None, seeds_path: str | None = None) -> None:
     table = pd.read_csv(path)
     ends = table[table["final"] == 1].copy()
     ends["epochs"] = ends["tokens"] / TRAIN_TOKENS
@@ -48,6 +50,8 @@ def main(path: str, cosine_path: str | None = None) -> None:
 
     if cosine_path:
         cosine_controls(ends, pd.read_csv(cosine_path))
+    if cosine_path and seeds_path:
+        seeds(ends, pd.read_csv(cosine_path), pd.read_csv(seeds_path))
 
 
 def cosine_controls(ends: pd.DataFrame, controls: pd.DataFrame) -> None:
@@ -71,9 +75,27 @@ def cosine_controls(ends: pd.DataFrame, controls: pd.DataFrame) -> None:
               f"WSD {wsd[(n, d)]:.4f} ({wsd[(n, d)] / best['eval_bits_per_byte'] - 1:+.2%})")
 
 
+def seeds(ends: pd.DataFrame, controls: pd.DataFrame, repeats: pd.DataFrame) -> None:
+    """WSD / cosine - 1 per seed at the cells the repeats cover (seed 0: the study and its controls)."""
+    seed0 = pd.concat([ends, controls[(controls["final"] == 1) & ~controls["name"].str.contains("-lrx|-to0")]])
+    runs = pd.concat([seed0.assign(seed=0), repeats[repeats["final"] == 1]])
+    runs = runs[runs["params"].isin(repeats["params"])]
+    bpb = runs.pivot_table(index=["params", "tokens", "seed"], columns="schedule", values="eval_bits_per_byte")
+    bpb = bpb.dropna()
+    bpb["ratio"] = bpb["wsd"] / bpb["cosine"] - 1
+    print("\nOver seeds (eval bits per byte; WSD / cosine - 1 per seed, mean and sample sd):")
+    for (n, d), cell in bpb.groupby(level=["params", "tokens"]):
+        each = ", ".join(f"s{seed} {r:+.2%}" for (_, _, seed), r in cell["ratio"].items())
+        print(f"  N={n:>7,} D={d:>9,}: {each}; mean {cell['ratio'].mean():+.2%} sd {cell['ratio'].std():.2%}; "
+              f"cosine sd {cell['cosine'].std():.4f}, WSD sd {cell['wsd'].std():.4f} bpb")
+    within = (bpb["ratio"].abs() <= 0.01).sum()
+    print(f"runs within 1%: {within} of {len(bpb)}; mean over all {bpb['ratio'].mean():+.2%}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", help="the study's `sweep collect` table")
     parser.add_argument("--cosine", help="the cosine controls' `sweep collect` table")
+    parser.add_argument("--seeds", help="the seed repeats' `sweep collect` table (needs --cosine)")
     args = parser.parse_args()
-    main(args.results, args.cosine)
+    main(args.results, args.cosine, args.seeds)

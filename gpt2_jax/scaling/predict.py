@@ -4,9 +4,10 @@
 LAW on the rows FILTER keeps (rowfilter.py) and predicts the loss at each `--at` point, or, without
 `--at`, at every row FILTER left out. Each prediction gets a bootstrap percentile interval: the fit
 rows are resampled, the law refit and every point predicted again with each refit (bootstrap.py),
-so the interval carries the fit's uncertainty, not the noise of a single future run. A predicted
-point that is a row of the table with a loss (same params and tokens) gets its `measured` loss,
-and the error relative to it. Any CSV with params, tokens and a loss column works: a sweep's
+so the interval carries the fit's uncertainty, not the noise of a single future run. A left-out row
+is measured by its own loss; an `--at` point by the mean loss of the table's rows at the same
+params and tokens (run ends only, when the table has a `final` column), and gets the error
+relative to it. Any CSV with params, tokens and a loss column works: a sweep's
 `collect` output or published points.
 
 Laws that predict a loss: kaplan-n (from N), kaplan-d (from D), kaplan-c (from C: the flops column
@@ -138,6 +139,17 @@ def load_rows_for(path: str | pathlib.Path, law: str, loss_column: str, fit_on: 
         f" ({fit_on})" if fit_on else "")
 
 
+def _measured_at(point: dict, rows: list[dict], loss_column: str, has_final: bool) -> float | None:
+    """The table's loss at an `--at` point: the mean over rows with the same (N, D), run ends only
+    when the table marks them (`final`): a curve's intermediate step at the same token count is
+    not a comparable point (its learning rate has not decayed)."""
+    hits = [_number(r.get(loss_column)) for r in rows
+            if _number(r.get("params")) == point["params"] and _number(r.get("tokens")) == point["tokens"]
+            and (not has_final or _number(r.get("final")) == 1)]
+    hits = [h for h in hits if h is not None]
+    return float(np.mean(hits)) if hits else None
+
+
 def _law_value(result: FitResult, law: str, point: dict) -> float:
     args = [point[k] for k in INPUTS[law]]
     return float(result.predict(*args))
@@ -162,6 +174,7 @@ def predict(path: str | pathlib.Path, law: str, fit_on: str, *, at: list[str] | 
     if at:
         points = [parse_at(text) for text in at]
         names = [None] * len(points)
+        measured = [_measured_at(p, rows, loss_column, "final" in header) for p in points]
     else:
         left = [r for r in rows if not keep(r)]
         if not left:
@@ -176,12 +189,7 @@ def predict(path: str | pathlib.Path, law: str, fit_on: str, *, at: list[str] | 
             c = _number(r.get("flops")) if has_flops else None
             points.append({"params": n, "tokens": d, "flops": c or 6.0 * n * d})
             names.append(r.get("name") or None)
-    measured = []
-    for p in points:  # the table's loss at the same (N, D), when it has one
-        hits = [_number(r.get(loss_column)) for r in rows
-                if _number(r.get("params")) == p["params"] and _number(r.get("tokens")) == p["tokens"]]
-        hits = [h for h in hits if h is not None]
-        measured.append(float(np.mean(hits)) if hits else None)
+        measured = [_number(r.get(loss_column)) for r in left]  # each left-out row is its own measurement
 
     import scipy.optimize  # noqa: F401  (scipy's BLAS loaded before the thread limit, as in fit.fit_law)
     from threadpoolctl import threadpool_limits
