@@ -261,8 +261,8 @@ class Report:
                "too_long": f"--max-chars {recipe.max_chars:,} drops them; raise it above the longest document",
                "invalid_utf8": "they are not UTF-8; convert them to UTF-8",
                "empty": "they hold no text after normalization",
-               }.get(reason, "the Wikipedia filter drops them; pass --no-wikipedia-filter" if reason.startswith("wikipedia")
-                     else "see the stage table")
+               **dict.fromkeys(STAGES["wikipedia"], "the Wikipedia filter drops them; pass --no-wikipedia-filter"),
+               }.get(reason, "see the stage table")
         return (f"the corpus is empty after cleaning: all {self.read:,} documents were dropped, {self.dropped[reason]:,} "
                 f"as {reason}: {fix}\n" + format_report(self.to_json()))
 
