@@ -136,8 +136,11 @@ def test_sigkill_and_restart_end_bitwise_equal_to_an_uninterrupted_run(runs):
     for before, after in zip(segments, segments[1:]):
         start = after.resumed_at() or 0
         assert start <= max(before.steps()) and after.steps()[0] == start + 1, where
-        if before.send == signal.SIGKILL:  # a regular checkpoint (ckpt_every=2)
-            assert start % 2 == 0, where
+        if before.send == signal.SIGKILL:
+            # A regular checkpoint (ckpt_every=2), or where `before` itself began when no save of
+            # its own was final by the kill (async commits can lag a tiny model by a few steps);
+            # that start may be the odd step of the SIGTERM checkpoint.
+            assert start % 2 == 0 or start == (before.resumed_at() or 0), where
     assert max(last.steps()) == STEPS
     want, got = _ckpt_info(reference_dir / "checkpoints"), _ckpt_info(workdir / "checkpoints")
     assert got["step"] == want["step"] == STEPS
